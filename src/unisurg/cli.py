@@ -1,0 +1,158 @@
+"""The ``unisurg`` command: a thin front over the library (each command imports what it needs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+# -- synth ----------------------------------------------------------------------------------
+
+def _add_synth(sub):
+    p = sub.add_parser("synth", help="generate a synthetic surgical-video dataset (Cholec80 format)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--videos", type=_positive_int, default=8, help="number of videos (default 8)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds per video (default 60)")
+    p.add_argument("--height", type=_positive_int, default=240)
+    p.add_argument("--width", type=_positive_int, default=320)
+    p.add_argument("--fps", type=_positive_int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(a) -> int:
+    from unisurg.data.synth import generate_dataset
+
+    summary = generate_dataset(a.out, n_videos=a.videos, seconds=a.seconds, height=a.height, width=a.width,
+                               fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet)
+    n = len(summary.get("videos", []))
+    print(f"wrote {n} synthetic videos with Cholec80-format annotations to {a.out}")
+    return 0
+
+
+# -- ingest / info ------------------------------------------------------------------------
+
+def _add_ingest(sub):
+    p = sub.add_parser("ingest", help="decode videos into a frame store (resumable, parallel)",
+                       description="Inputs: video files, folders (searched recursively), glob patterns, "
+                                   "or a CSV with columns path,dataset,specialty.")
+    p.add_argument("inputs", nargs="+", help="files, folders, globs or .csv lists")
+    p.add_argument("--out", required=True, type=Path, help="store folder (created; reused to resume)")
+    p.add_argument("--fps", type=float, default=1.0, help="frames kept per second (default 1)")
+    p.add_argument("--short-side", type=_positive_int, default=256, help="resize short side to this (default 256)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of stored frames (default 90)")
+    p.add_argument("--dataset", help="dataset name for all inputs (default: the folder name)")
+    p.add_argument("--specialty", help="specialty for all inputs (default: 'unspecified' or the CSV's column)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="parallel decoders (default: all cores)")
+    p.add_argument("--force", action="store_true", help="re-ingest videos already done")
+    p.add_argument("--no-skip-nonref", action="store_true",
+                   help="decode every frame (default skips non-reference frames, taking a neighbour)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_ingest)
+
+
+def _run_ingest(a) -> int:
+    from unisurg.data.ingest import IngestParams, collect_inputs, default_workers, format_summary, ingest
+
+    items = collect_inputs(a.inputs, dataset=a.dataset, specialty=a.specialty)
+    params = IngestParams(fps=a.fps, short_side=a.short_side, jpeg_quality=a.quality,
+                          skip_nonref=not a.no_skip_nonref)
+    summary = ingest(items, a.out, params, workers=a.workers or default_workers(), progress=not a.quiet,
+                     force=a.force)
+    print(format_summary(summary), file=sys.stderr if summary.failed else sys.stdout)
+    return 0 if summary.ok else 1
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="print a store's manifest")
+    p.add_argument("store", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON list of records")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(a) -> int:
+    from unisurg.data.manifest import MANIFEST_NAME, Manifest
+
+    with Manifest(a.store / MANIFEST_NAME, readonly=True) as m:
+        recs = m.records()
+        meta = m.get_meta()
+    if a.json:
+        print(json.dumps([r.to_json() for r in recs], indent=1))
+        return 0
+    ok = [r for r in recs if r.status == "ok"]
+    print(f"store {a.store}: {len(ok)} ok, {len(recs) - len(ok)} failed, "
+          f"{sum(r.n_frames for r in ok)} frames; settings {meta}")
+    by = {}
+    for r in ok:
+        by.setdefault((r.specialty, r.dataset), []).append(r)
+    for (spec, ds), rs in sorted(by.items()):
+        print(f"  {spec:24s} {ds:24s} {len(rs):6d} videos {sum(r.n_frames for r in rs):9d} frames")
+    for r in recs:
+        if r.status != "ok":
+            print(f"  FAILED {r.source}: {r.error}")
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="synthetic data -> ingest -> pretrain -> benchmark -> report")
+    p.add_argument("--out", type=Path, default=Path("unisurg-demo"), help="working folder (default ./unisurg-demo)")
+    p.add_argument("--quick", action="store_true", help="toy scale (a CI check of the whole path)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(a) -> int:
+    from unisurg.demo import run_demo
+
+    return run_demo(a.out, quick=a.quick, seed=a.seed)
+
+
+# -- main -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unisurg", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_ingest, _add_info, _add_demo):
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from unisurg import __version__
+
+    return f"unisurg {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from unisurg.config import ConfigError
+    from unisurg.data.ingest import IngestInputError
+    from unisurg.data.store import StoreError
+    from unisurg.data.manifest import ManifestError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, IngestInputError, StoreError, ManifestError, FileNotFoundError) as e:
+        print(f"unisurg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unisurg {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

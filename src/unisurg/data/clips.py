@@ -1,0 +1,189 @@
+"""Clips from the frame store: T consecutive stored frames -> float tensor ``[C, T, H, W]``.
+
+Sample list: each video is cut into windows of T frames every ``stride`` frames (default T,
+non-overlapping); with ``temporal_jitter`` a window's start moves randomly inside its stride.
+Videos shorter than T follow ``short_video``:
+
+* ``"pad_last"`` (default): all frames, then the last frame repeated up to T;
+* ``"stretch"``: frame i of the clip is stored frame floor(i * n / T) (slower motion, same order);
+* ``"drop"``: such videos give no sample.
+
+Randomness (crop position, flip, jitter) comes from a generator keyed by (seed, epoch, index),
+so a clip is the same whatever the number of DataLoader workers, and a resumed run sees the
+same clips as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import simplejpeg
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from unisurg.data.store import FrameStore, StoreError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    frames: int = 16
+    stride: int | None = None  # default: frames
+    crop: int | tuple[int, int] = 224
+    resize_short: int | None = None  # resize frames to this short side before cropping (None: as stored)
+    random_crop: bool = True  # False: centre crop
+    flip: bool = False
+    temporal_jitter: bool = True
+    normalize: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    short_video: Literal["pad_last", "stretch", "drop"] = "pad_last"
+    # "uint8": return raw [C, T, H, W] bytes and normalise the batch on the device with
+    # normalize_batch (4x less worker->trainer traffic; what the trainer uses)
+    output: Literal["float", "uint8"] = "float"
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        return (self.crop, self.crop) if isinstance(self.crop, int) else tuple(self.crop)
+
+
+def clip_frame_indices(n_frames: int, start: int, frames: int, short_video: str) -> np.ndarray:
+    """Indices of the stored frames making one clip (see module docstring for short videos)."""
+    if n_frames >= frames:
+        return np.arange(start, start + frames)
+    if short_video == "stretch":
+        return (np.arange(frames) * n_frames) // frames
+    return np.minimum(np.arange(frames), n_frames - 1)
+
+
+class ClipDataset(Dataset):
+    """Clips of T consecutive stored frames from a :class:`FrameStore`.
+
+    ``samples`` is a list of (video index, start frame); ``datasets``/``specialties`` give each
+    sample's source, for :class:`~unisurg.data.sampler.BalancedSampler`.
+    """
+
+    def __init__(self, store: FrameStore | str | Path, spec: ClipSpec = ClipSpec(), *, seed: int = 0,
+                 include_datasets: list[str] | None = None, video_ids: list[str] | None = None):
+        self.store = store if isinstance(store, FrameStore) else FrameStore(store)
+        self.spec = spec
+        self.seed = seed
+        self.epoch = 0
+        recs = self.store.records
+        if include_datasets is not None:
+            recs = [r for r in recs if r.dataset in set(include_datasets)]
+        if video_ids is not None:
+            wanted = set(video_ids)
+            recs = [r for r in recs if r.id in wanted]
+        self.videos = recs
+        stride = spec.stride or spec.frames
+        samples = []
+        for vi, r in enumerate(recs):
+            if r.n_frames < spec.frames:
+                if spec.short_video != "drop":
+                    samples.append((vi, 0))
+                continue
+            samples.extend((vi, s) for s in range(0, r.n_frames - spec.frames + 1, stride))
+        if not samples:
+            raise StoreError(f"{self.store.root}: no clip of {spec.frames} frames in {len(recs)} videos "
+                             f"(short_video='{spec.short_video}')")
+        self.samples = np.asarray(samples, dtype=np.int64)
+        self.datasets = [recs[v].dataset for v, _ in samples]
+        self.specialties = [recs[v].specialty for v, _ in samples]
+        mean = torch.tensor(spec.mean, dtype=torch.float32) * 255.0
+        std = torch.tensor(spec.std, dtype=torch.float32) * 255.0
+        self._scale = (1.0 / std).view(3, 1, 1, 1)
+        self._shift = (-mean / std).view(3, 1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def frame_indices(self, index: int, rng: np.random.Generator | None = None) -> tuple[str, np.ndarray]:
+        vi, start = (int(x) for x in self.samples[index])
+        rec = self.videos[vi]
+        T = self.spec.frames
+        stride = self.spec.stride or T
+        if rng is not None and self.spec.temporal_jitter and rec.n_frames >= T:
+            start = min(start + int(rng.integers(0, stride)), rec.n_frames - T)
+        return rec.id, clip_frame_indices(rec.n_frames, start, T, self.spec.short_video)
+
+    def read_uint8(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The clip's frames as ``uint8 [T, H, W, 3]`` before crop (stored size)."""
+        vid, idx = self.frame_indices(index, rng)
+        lo, hi = int(idx.min()), int(idx.max())
+        jpegs = self.store.read_jpegs(vid, lo, hi - lo + 1)
+        rec = self.store.record(vid)
+        decoded = np.empty((len(jpegs), rec.height, rec.width, 3), dtype=np.uint8)
+        for i, j in enumerate(jpegs):
+            simplejpeg.decode_jpeg(j, colorspace="RGB", buffer=decoded[i])
+        if len(idx) != len(decoded) or idx[0] != lo:
+            decoded = decoded[idx - lo]
+        return torch.from_numpy(decoded)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = self._rng(index)
+        frames = self.read_uint8(index, rng)  # [T, H, W, 3] uint8
+        s = self.spec
+        if s.resize_short is not None and min(frames.shape[1:3]) != s.resize_short:
+            frames = resize_short_side(frames, s.resize_short)
+        ch, cw = s.crop_hw
+        H, W = frames.shape[1:3]
+        if ch > H or cw > W:
+            raise StoreError(f"crop {ch}x{cw} larger than the frames ({H}x{W}); lower crop or set resize_short")
+        if s.random_crop:
+            y, x = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+        else:
+            y, x = (H - ch) // 2, (W - cw) // 2
+        # one transposing copy of the crop (uint8, the cheapest place), then flip the contiguous result
+        clip = frames[:, y:y + ch, x:x + cw].permute(3, 0, 1, 2).contiguous()  # uint8 [C, T, h, w]
+        if s.flip and rng.random() < 0.5:
+            clip = clip.flip(-1)
+        if s.output == "uint8":
+            return clip
+        out = clip.float()
+        if s.normalize:
+            out.mul_(self._scale).add_(self._shift)  # (x - 255 mean) / (255 std)
+        else:
+            out.mul_(1.0 / 255.0)
+        return out
+
+
+def normalize_batch(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 ``[B, C, T, H, W]`` -> normalised float32 (on whatever device ``x`` is)."""
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
+    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
+    return (x.float() - m) / s
+
+
+def resize_short_side(frames: torch.Tensor, short: int) -> torch.Tensor:
+    """Resize uint8 ``[T, H, W, 3]`` so the short side is ``short`` (bilinear, antialiased)."""
+    T, H, W, _ = frames.shape
+    scale = short / min(H, W)
+    size = (max(1, round(H * scale)), max(1, round(W * scale)))
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, sampler=None, workers: int = 0, collate_fn=None,
+                drop_last: bool = True, pin_memory: bool = False, prefetch_factor: int = 2) -> DataLoader:
+    """A DataLoader with the settings that matter for throughput (workers, pinning, prefetch)."""
+    kw = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
+              drop_last=drop_last, pin_memory=pin_memory, shuffle=False if sampler is not None else None)
+    if workers > 0:
+        kw.update(prefetch_factor=prefetch_factor, persistent_workers=False)
+    if kw["shuffle"] is None:
+        kw.pop("shuffle")
+    return DataLoader(dataset, **kw)

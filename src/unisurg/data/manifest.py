@@ -1,0 +1,122 @@
+"""The corpus manifest: one SQLite table, one row per source video.
+
+SQLite rather than Parquet because ingest is incremental and must survive being killed at any
+moment: each finished video is one committed transaction (WAL journal), so a crash loses at
+most the video in flight and never leaves a torn file. Readers (loaders, ``unisurg info``)
+open it read-only while an ingest may still be writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.sqlite"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class VideoRecord:
+    id: str
+    dataset: str
+    specialty: str
+    source: str
+    status: str  # "ok" | "failed"
+    error: str | None = None
+    n_frames: int = 0
+    height: int = 0
+    width: int = 0
+    native_fps: float | None = None
+    fps: float | None = None  # sampling rate of the stored frames
+    duration_s: float | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    codec: str | None = None
+    pack: str | None = None  # frame pack, relative to the store root
+    ingested_at: float | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = [f.name for f in dataclasses.fields(VideoRecord)]
+_TYPES = {
+    "id": "TEXT PRIMARY KEY", "n_frames": "INTEGER", "height": "INTEGER", "width": "INTEGER",
+    "native_fps": "REAL", "fps": "REAL", "duration_s": "REAL", "size_bytes": "INTEGER",
+    "mtime_ns": "INTEGER", "ingested_at": "REAL",
+}
+
+
+class ManifestError(RuntimeError):
+    pass
+
+
+class Manifest:
+    """Read/write access to ``STORE/manifest.sqlite``."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            if not self.path.exists():
+                raise ManifestError(f"{self.path}: no manifest here; is this a store made by `unisurg ingest`?")
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            cols = ", ".join(f"{n} {_TYPES.get(n, 'TEXT')}" for n in _FIELDS)
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS videos ({cols})")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS videos_source ON videos(source)")
+            self.conn.commit()
+        try:
+            self.conn.execute("SELECT 1 FROM videos LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise ManifestError(f"{self.path}: not a readable manifest ({e})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- store-wide parameters ------------------------------------------------------------
+    def get_meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, meta: dict) -> None:
+        with self.conn:
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                  [(k, json.dumps(v)) for k, v in meta.items()])
+
+    # -- rows -----------------------------------------------------------------------------
+    def upsert(self, rec: VideoRecord) -> None:
+        if rec.ingested_at is None:
+            rec.ingested_at = time.time()
+        row = [getattr(rec, n) for n in _FIELDS]
+        with self.conn:  # one transaction per video: committed, or not there at all
+            self.conn.execute(f"INSERT OR REPLACE INTO videos VALUES ({', '.join('?' * len(_FIELDS))})", row)
+
+    def records(self, status: str | None = None) -> list[VideoRecord]:
+        q = f"SELECT {', '.join(_FIELDS)} FROM videos"
+        args: tuple = ()
+        if status is not None:
+            q += " WHERE status = ?"
+            args = (status,)
+        q += " ORDER BY id"
+        return [VideoRecord(*row) for row in self.conn.execute(q, args)]
+
+    def by_source(self) -> dict[str, VideoRecord]:
+        return {r.source: r for r in self.records()}
+
+    def ids(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT id FROM videos")}

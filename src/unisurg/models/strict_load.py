@@ -1,0 +1,48 @@
+"""Strict state-dict loading whose errors name every offending key (never a silent partial load)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model it is loaded into."""
+
+
+def _show(items: list[str], limit: int = 20) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and wrongly shaped keys, if any."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k} (checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{source}: the weights do not fit {type(module).__name__}"]
+    if missing:
+        parts.append(f"missing key(s): {_show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected key(s): {_show(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatch: {_show(mismatched)}")
+    parts.append(
+        "the checkpoint was made for a different architecture or is damaged; check the preset / "
+        "num_heads / pos_embed arguments or re-export the checkpoint"
+    )
+    raise CheckpointError("\n  ".join(parts))
+
+
+def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, assign: bool = False) -> nn.Module:
+    """``module.load_state_dict(state_dict, strict=True)`` after :func:`check_state_dict`."""
+    check_state_dict(module, state_dict, source=source)
+    module.load_state_dict(state_dict, strict=True, assign=assign)
+    return module

@@ -1,0 +1,47 @@
+"""Shared test fixtures: tiny real video files made with PyAV, and the optional ../shared folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def write_video(path: Path, n_frames: int = 50, fps: int = 25, size: tuple[int, int] = (64, 96),
+                codec: str = "libx264", seed: int = 0, bframes: bool = True) -> Path:
+    """A real encoded video whose frame i shows a bright square at x = i (so frames are tellable apart)."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 90, size=(h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            s.options = {"preset": "ultrafast", "crf": "18"} | ({} if bframes else {"bframes": "0"})
+            if bframes:
+                s.options = {"preset": "veryfast", "crf": "18", "bframes": "3"}
+        for i in range(n_frames):
+            img = base.copy()
+            x = (i * 2) % (w - 8)
+            img[h // 4: h // 4 + 8, x: x + 8] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for pkt in s.encode(frame):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not (SHARED / "real-data").is_dir():
+        pytest.skip("../shared/real-data is not present (only in the project's development checkout)")
+    return SHARED / "real-data"
