@@ -80,3 +80,18 @@ def test_resize_short_side(store):
     assert ds[0].shape == (3, 4, 32, 32)
     with pytest.raises(Exception, match="larger than the frames"):
         ClipDataset(store, ClipSpec(frames=4, crop=80))[0]
+
+
+def test_uint8_output_normalised_on_device_equals_float_output(store):
+    from unisurg.data.clips import normalize_batch, stack_clips
+
+    f = ClipDataset(store, ClipSpec(frames=16, crop=48, flip=True), seed=3)
+    u = ClipDataset(store, ClipSpec(frames=16, crop=48, flip=True, output="uint8"), seed=3)
+    idx = list(range(len(f)))
+    xf = torch.stack([f[i] for i in idx])
+    xu = stack_clips([u[i] for i in idx])
+    assert xu.dtype == torch.uint8 and xu.shape == xf.shape
+    assert torch.equal(xu.contiguous(), torch.stack([u[i].contiguous() for i in idx]))
+    torch.testing.assert_close(normalize_batch(xu), xf, rtol=0, atol=1e-5)
+    batches = list(make_loader(u, batch_size=2, workers=1))  # channels-last views survive worker IPC
+    torch.testing.assert_close(normalize_batch(batches[0]), xf[:2], rtol=0, atol=1e-5)

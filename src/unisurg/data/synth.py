@@ -45,7 +45,8 @@ Only how the working tip moves tells them apart:
   oscillates along a random axis (amplitude 7-11% of the width) *slowly* (period 6-10 s) vs
   *fast* (period 2.2-3.2 s, still under the 2 s Nyquist limit of 1 fps sampling).
 - Preparation (hook + grasper) shares instruments with the orbit pair; its hook sweeps a
-  near-horizontal line *left to right* at 7-14% of the width per second, with a quick return.
+  near-horizontal line (30-44% of the width) *left to right* at 6-10% of the width per second,
+  with a quick (0.25 s) return.
 
 At 1 fps a 16-frame clip shows 2-3 orbits or several sweeps (36-72 degrees, or 7-14% of the
 width, between consecutive samples); at 25 fps a 16-frame clip still moves the tip by a few

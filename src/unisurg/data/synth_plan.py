@@ -62,11 +62,12 @@ CAUTERY_KINDS = ("hook", "bipolar")  # instruments that make smoke puffs
 # Motion ranges (periods in s, lengths as a fraction of frame width, speeds in widths/s).
 ORBIT_PERIOD_S = (5.0, 9.0)
 ORBIT_RADIUS_W = (0.08, 0.14)
-SWEEP_SPEED_W = (0.07, 0.14)
-SWEEP_HALF_LEN_W = (0.12, 0.2)
-OSC_AMPLITUDE_W = (0.07, 0.11)
-OSC_SLOW_PERIOD_S = (6.0, 10.0)
-OSC_FAST_PERIOD_S = (2.2, 3.2)  # still under the 2 s Nyquist limit of 1 fps sampling
+SWEEP_SPEED_W = (0.06, 0.1)
+SWEEP_HALF_LEN_W = (0.15, 0.22)
+SWEEP_RETURN_S = 0.25  # quick repositioning; short so that few 1 fps samples land inside it
+OSC_AMPLITUDE_W = (0.08, 0.11)
+OSC_SLOW_PERIOD_S = (7.0, 11.0)
+OSC_FAST_PERIOD_S = (2.2, 3.0)  # still under the 2 s Nyquist limit of 1 fps sampling
 JAB_PERIOD_S = (3.0, 5.0)
 ACROSS_PERIOD_S = (3.0, 6.0)
 SLIDE_IN_S = 0.6
@@ -203,7 +204,7 @@ def working_motion(rng: np.random.Generator, program: str, t: np.ndarray, port: 
 
     ``t`` is time in seconds from the segment start. Programs (y points down, so an increasing
     screen angle turns clockwise): ``orbit_cw``/``orbit_ccw`` ellipse around a random centre;
-    ``sweep_lr`` sawtooth along a near-horizontal line, slow left->right stroke and quick return;
+    ``sweep_lr`` sawtooth along a near-horizontal line, slow left->right stroke and 0.25 s return;
     ``oscillate_slow``/``oscillate_fast`` sinusoid along a random axis; ``jab`` in-out along the
     shaft with the jaws opening when retracted; ``sweep_across`` side to side across the shaft.
     """
@@ -220,8 +221,8 @@ def working_motion(rng: np.random.Generator, program: str, t: np.ndarray, port: 
     elif program == "sweep_lr":
         half = rng.uniform(*SWEEP_HALF_LEN_W) * w
         speed = rng.uniform(*SWEEP_SPEED_W) * w
-        fwd = 0.85  # share of the cycle spent on the slow left->right stroke
-        period = 2 * half / speed / fwd
+        period = 2 * half / speed + SWEEP_RETURN_S
+        fwd = 1.0 - SWEEP_RETURN_S / period  # share of the cycle spent on the slow left->right stroke
         u = np.mod(_cycle_phase(rng, t, (period, period), wobble=0.15) / (2 * np.pi), 1.0)
         pos = np.where(u < fwd, u / fwd, 1.0 - (u - fwd) / (1.0 - fwd))
         alpha = rng.uniform(-0.4, 0.4)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.utils.data
 
+from unisurg.data.clips import stack_clips
+
 from unisurg.models.vit import token_grid
 
 
@@ -321,7 +323,7 @@ class MaskCollator:
                 f"clips of shape {shape} give the token grid {grid} but the mask generator was built for "
                 f"{self.grid}; build the generator with grid={grid}"
             )
-        x = torch.stack(clips)
+        x = stack_clips(clips)  # keeps uint8 channels-last clips untransposed
         rng = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, self._next_batch_index()))
         masks = [g(len(clips), rng) for g in self.generators]
         out_masks = masks if self.multi else masks[0]

@@ -1,0 +1,190 @@
+"""Layers whose weights carry a leading probe dimension ``P``: P independent networks in one module.
+
+Training 20 probes as 20 ``nn.Module``s launches 20x the kernels and runs the frozen tokens through
+20 Python loops; stacking the weights turns every linear layer into one ``bmm`` over ``[P, M, D]``
+and every attention into one SDPA call over ``P * B`` sequences, so the probes share kernel
+launches and the memory traffic of the input tokens. Each probe's parameters only ever touch its
+own slice, so gradients stay independent: the gradient of ``sum_p loss_p`` w.r.t. probe ``p``'s
+weights is exactly the gradient of ``loss_p`` alone.
+
+Activations are laid out ``[P, B, N, W]`` (probe, batch, tokens, width).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def per_probe_generators(n_probes: int, seed: int) -> list[torch.Generator]:
+    """One CPU generator per probe (seed + p), so probe ``p`` is initialised the same whatever ``P`` is."""
+    return [torch.Generator().manual_seed(int(seed) + p) for p in range(n_probes)]
+
+
+@torch.no_grad()
+def trunc_normal_per_probe_(weight: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
+    """Truncated normal (+-2 std) init of each probe's slice ``weight[p]`` from its own generator."""
+    for p, g in enumerate(generators):
+        w = torch.empty(weight.shape[1:], dtype=torch.float32)
+        nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=g)
+        weight[p].copy_(w)
+
+
+class MultiLinear(nn.Module):
+    """``P`` independent affine maps: ``y[p] = x[p] @ weight[p] + bias[p]``.
+
+    ``weight`` is ``[P, in, out]`` (note: transposed w.r.t. ``nn.Linear.weight``) so that the
+    forward is a single ``baddbmm``.
+    """
+
+    def __init__(self, n_probes: int, d_in: int, d_out: int, bias: bool = True):
+        super().__init__()
+        self.n_probes, self.d_in, self.d_out = n_probes, d_in, d_out
+        self.weight = nn.Parameter(torch.zeros(n_probes, d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(n_probes, d_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[P, ..., in]`` -> ``[P, ..., out]``."""
+        shape = x.shape
+        x2 = x.reshape(shape[0], -1, shape[-1])
+        w = self.weight.to(x2.dtype)
+        if self.bias is None:
+            y = torch.bmm(x2, w)
+        else:
+            y = torch.baddbmm(self.bias.to(x2.dtype)[:, None, :], x2, w)
+        return y.view(*shape[:-1], self.d_out)
+
+    def extra_repr(self) -> str:
+        return f"n_probes={self.n_probes}, in={self.d_in}, out={self.d_out}, bias={self.bias is not None}"
+
+
+class MultiLayerNorm(nn.Module):
+    """``P`` LayerNorms: a shared normalisation then each probe's own scale and shift.
+
+    Accepts ``[P, ..., D]`` or a probe-shared ``[...,  D]`` input (normalised once, then broadcast
+    to ``[P, ..., D]`` by the affine step, which is where the first block of every probe starts).
+    """
+
+    def __init__(self, n_probes: int, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(n_probes, dim))
+        self.bias = nn.Parameter(torch.zeros(n_probes, dim))
+
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        xn = F.layer_norm(x, (self.dim,), eps=self.eps)
+        lead = x.dim() - 1 if shared else x.dim() - 2  # dims between P and D
+        view = (self.weight.shape[0],) + (1,) * lead + (self.dim,)
+        w = self.weight.to(xn.dtype).view(view)
+        b = self.bias.to(xn.dtype).view(view)
+        return torch.addcmul(b, xn.unsqueeze(0) if shared else xn, w)
+
+
+class MultiMLP(nn.Module):
+    """``P`` two-layer GELU (exact erf) feed-forward networks."""
+
+    def __init__(self, n_probes: int, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = MultiLinear(n_probes, dim, hidden)
+        self.fc2 = MultiLinear(n_probes, hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[P, B, N, W]`` -> ``[P*B, H, N, W/H]`` (the layout SDPA batches over)."""
+    P, B, N, W = x.shape
+    return x.reshape(P * B, N, n_heads, W // n_heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor, P: int) -> torch.Tensor:
+    """``[P*B, H, N, dh]`` -> ``[P, B, N, H*dh]``."""
+    PB, H, N, dh = x.shape
+    return x.transpose(1, 2).reshape(P, PB // P, N, H * dh)
+
+
+class MultiSelfAttention(nn.Module):
+    """``P`` multi-head self-attentions (fused qkv projection); one SDPA call over ``P*B`` sequences."""
+
+    def __init__(self, n_probes: int, dim: int, n_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"probe width {dim} is not divisible by probe.heads={n_heads}; "
+                             "choose heads dividing the width (or set probe.width)")
+        self.n_heads = n_heads
+        self.qkv = MultiLinear(n_probes, dim, 3 * dim, bias=qkv_bias)
+        self.proj = MultiLinear(n_probes, dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        P, B, N, W = x.shape
+        q, k, v = self.qkv(x).split(W, dim=-1)
+        out = F.scaled_dot_product_attention(_heads(q, self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads))
+        return self.proj(_merge_heads(out, P))
+
+
+class MultiCrossAttention(nn.Module):
+    """``P`` multi-head cross-attentions: queries ``[P, B, Q, W]`` attend to tokens ``[P, B, N, W]``."""
+
+    def __init__(self, n_probes: int, dim: int, n_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"probe width {dim} is not divisible by probe.heads={n_heads}")
+        self.n_heads = n_heads
+        self.q = MultiLinear(n_probes, dim, dim, bias=qkv_bias)
+        self.kv = MultiLinear(n_probes, dim, 2 * dim, bias=qkv_bias)
+        self.proj = MultiLinear(n_probes, dim, dim)
+
+    def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        P, B, Q, W = q.shape
+        k, v = self.kv(x).split(W, dim=-1)
+        out = F.scaled_dot_product_attention(_heads(self.q(q), self.n_heads), _heads(k, self.n_heads),
+                                             _heads(v, self.n_heads))
+        return self.proj(_merge_heads(out, P))
+
+
+class MultiBlock(nn.Module):
+    """``P`` pre-norm transformer blocks: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    ``shared=True``: ``x`` is the probe-shared ``[B, N, W]`` input of the first block.
+    """
+
+    def __init__(self, n_probes: int, dim: int, n_heads: int, mlp_hidden: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = MultiLayerNorm(n_probes, dim, eps)
+        self.attn = MultiSelfAttention(n_probes, dim, n_heads)
+        self.norm2 = MultiLayerNorm(n_probes, dim, eps)
+        self.mlp = MultiMLP(n_probes, dim, mlp_hidden)
+
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        x = (x.unsqueeze(0) if shared else x) + self.attn(self.norm1(x, shared=shared))
+        return x + self.mlp(self.norm2(x))
+
+
+class MultiCrossBlock(nn.Module):
+    """``P`` cross-attention blocks (V-JEPA 2 attentive pooler): ``q + xattn(q, norm1(x))``, then
+    ``q + mlp(norm2(q))``; the query itself is not normalised."""
+
+    def __init__(self, n_probes: int, dim: int, n_heads: int, mlp_hidden: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = MultiLayerNorm(n_probes, dim, eps)
+        self.xattn = MultiCrossAttention(n_probes, dim, n_heads)
+        self.norm2 = MultiLayerNorm(n_probes, dim, eps)
+        self.mlp = MultiMLP(n_probes, dim, mlp_hidden)
+
+    def forward(self, q: torch.Tensor, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        q = q + self.xattn(q, self.norm1(x, shared=shared))
+        return q + self.mlp(self.norm2(q))
+
+
+def depth_rescale_(block: nn.Module, layer_id: int) -> None:
+    """Divide a block's residual output projections by ``sqrt(2 * layer_id)`` (V-JEPA's init rescale)."""
+    with torch.no_grad():
+        for lin in (getattr(getattr(block, "attn", None), "proj", None),
+                    getattr(getattr(block, "xattn", None), "proj", None),
+                    block.mlp.fc2):
+            if lin is not None:
+                lin.weight.div_(math.sqrt(2.0 * layer_id))
