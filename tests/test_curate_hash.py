@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import simplejpeg
-import torch
 
 from unisurg.curate.duplicates import align, band_candidates, find_near_duplicates, group_duplicates, keep_one_per_group
 from unisurg.curate.leakage import find_leakage

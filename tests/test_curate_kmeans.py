@@ -213,6 +213,8 @@ def test_allocate_proportional_hand_cases():
     np.testing.assert_array_equal(allocate_proportional(np.array([50, 30, 20, 0]), 10), [5, 3, 2, 0])
     np.testing.assert_array_equal(allocate_proportional(np.array([1000, 1, 1]), 5), [3, 1, 1])
     np.testing.assert_array_equal(allocate_proportional(np.array([2, 2, 10]), 12), [2, 2, 8])
+    # by inertia: two equal-size coarse clusters, the first with 3x the error gets 3x the splits
+    np.testing.assert_array_equal(allocate_proportional(np.array([10, 10]), 4, weights=np.array([3.0, 1.0])), [3, 1])
     with pytest.raises(ValueError, match="cannot cover"):
         allocate_proportional(np.array([5, 5, 5]), 2)
 

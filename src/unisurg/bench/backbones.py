@@ -44,6 +44,7 @@ import json
 import logging
 import re
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -149,8 +150,10 @@ class SpecOptions:
         if self._items:
             valid = sorted(self.asked | set(COMMON_OPTIONS))
             bad = sorted(self._items)
-            hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, 1, 0.5)) else repr(k)
-                     for k in bad]
+            hints = []
+            for k in bad:
+                close = difflib.get_close_matches(k, valid, 1, 0.5)
+                hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
             raise BackboneSpecError(
                 f"backbone spec {self._spec!r}: unknown option(s) {', '.join(hints)} for kind '{prefix}'; "
                 f"valid options: {', '.join(valid)}"
@@ -240,11 +243,12 @@ def _file_digest(h, path: Path) -> None:
             h.update(f.read(_MIB))
 
 
-def fingerprint_path(*paths: str | Path) -> str:
-    """Cache-key hash of weight files: per file its name, size, mtime and sha256 of the first and last MiB.
+def fingerprint_path(*paths: str | Path, extra: str = "") -> str:
+    """Cache-key hash of weight files: per file its name, size, mtime and sha256 of the first and last MiB
+    (plus ``extra``, e.g. which component of the file is used).
 
     A directory contributes its weight and config files (``.safetensors``, ``.bin``, ``.pt``, ``.json``, ...)."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(extra.encode())
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -310,7 +314,7 @@ def _unknown_prefix(prefix: str, spec: str) -> BackboneSpecError:
     hint = f" Did you mean '{close[0]}:'?" if close else ""
     return BackboneSpecError(
         f"unknown backbone kind '{prefix}' in spec {spec!r}.{hint} Valid kinds: "
-        + "; ".join(f"{k}: ({h})" for k, h in backbone_kinds().items())
+        + "; ".join(f"{k} ({h})" for k, h in backbone_kinds().items())
     )
 
 
@@ -447,18 +451,26 @@ def load_unisurg(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=N
     from unisurg.models.checkpoint import detect_format, load_encoder, read_config
 
     path = _require(Path(arg), spec)
+    explicit = "which" in opts
     which = opts.take("which", "target_encoder", choices=("target_encoder", "encoder"))
     fmt = detect_format(path)
     if fmt != "unisurg":
         other = {"hf": "hf-vjepa2", "torch": "vjepa2", "safetensors": "vjepa2"}[fmt]
         raise BackboneSpecError(f"backbone spec {spec!r}: {path} is not in our checkpoint format; use '{other}:{arg}'")
+    config = read_config(path)
+    components = config.get("components", {})
+    if not explicit and which not in components and "encoder" in components:
+        which = "encoder"  # a save_encoder() file: its only encoder is the one meant
     encoder = load_encoder(path, which=which)
-    extra = read_config(path).get("extra") or {}
-    label = encoder.config.name if encoder.config.name not in ("custom", "") else vit_size_name(encoder.config.embed_dim)
-    suffix = "" if encoder.load_info["component"] == "target_encoder" else " (online)"
+    extra = config.get("extra") or {}
+    label = encoder.config.name
+    if label in ("custom", ""):
+        label = vit_size_name(encoder.config.embed_dim)
+    both = {"encoder", "target_encoder"} <= set(components)
+    suffix = " (online)" if both and encoder.load_info["component"] == "encoder" else ""
     return _video_backbone(
         encoder, name=f"UniSurg-{label}{suffix}", spec=spec,
-        fingerprint=fingerprint_path(*_ours_files(path)) + f":{encoder.load_info['component']}",
+        fingerprint=fingerprint_path(*_ours_files(path), extra=encoder.load_info["component"]),
         img_size=int(extra.get("img_size", VIDEO_IMG_SIZE)), num_frames=int(extra.get("num_frames", VIDEO_NUM_FRAMES)),
     )
 
@@ -472,15 +484,23 @@ def load_vjepa2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=No
     if fmt in ("unisurg", "hf"):
         other = "unisurg" if fmt == "unisurg" else "hf-vjepa2"
         raise BackboneSpecError(f"backbone spec {spec!r}: {path} is not an official V-JEPA 2 file; use '{other}:{arg}'")
+    explicit = "which" in opts
     which = opts.take("which", "target_encoder", choices=("target_encoder", "encoder"))
     num_heads = opts.take("num_heads", cast=int)
     pos_embed = opts.take("pos_embed", "auto", choices=("auto", "rope", "sincos"))
-    encoder = load_encoder(path, which=which, num_heads=num_heads, pos_embed=pos_embed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoder = load_encoder(path, which=which, num_heads=num_heads, pos_embed=pos_embed)
+    for w in caught:
+        if not explicit and "instead" in str(w.message):  # a release file with only 'encoder' (e.g. SurgRec-JEPA)
+            log.info("%s", w.message)
+        else:
+            warnings.warn(w.message, w.category, stacklevel=3)
     for note in encoder.load_info.get("notes", []):
         log.info("%s: %s", path, note)
     return _video_backbone(
         encoder, name=f"V-JEPA 2 {vit_size_name(encoder.config.embed_dim)}", spec=spec,
-        fingerprint=fingerprint_path(path) + f":{encoder.load_info['component']}",
+        fingerprint=fingerprint_path(path, extra=encoder.load_info["component"]),
         img_size=VIDEO_IMG_SIZE, num_frames=VIDEO_NUM_FRAMES,
     )
 
@@ -514,7 +534,7 @@ def _config_overrides(raw: dict[str, str], spec: str) -> dict:
     out = {}
     for key, value in raw.items():
         if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), 1, 0.5)
+            close = difflib.get_close_matches(key, list(hints) + list(COMMON_OPTIONS), 1, 0.5)
             raise BackboneSpecError(
                 f"backbone spec {spec!r}: {key!r} is neither an option nor an encoder config field"
                 + (f"; did you mean {close[0]!r}?" if close else f"; fields: {', '.join(hints)}")

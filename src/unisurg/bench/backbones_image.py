@@ -17,6 +17,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``; training files that
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from unisurg.bench.backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, Back
                                      fingerprint_path, vit_size_name)
 from unisurg.models.blocks import MLP, Attention
 from unisurg.models.strict_load import CheckpointError, load_strict
+
+log = logging.getLogger(__name__)
 
 VIT_ANCHOR = "patch_embed.proj.weight"
 RESNET_ANCHOR = "layer1.0.conv1.weight"
@@ -412,8 +415,9 @@ class ResNetConfig:
 class ResNetTrunk(nn.Module):
     """ResNet without pooling/classifier; ``forward(images [N,C,H,W]) -> [N, (H/32)*(W/32), C_out]`` (raster order)."""
 
-    def __init__(self, c: ResNetConfig = ResNetConfig()):
+    def __init__(self, c: ResNetConfig | None = None):
         super().__init__()
+        c = c or ResNetConfig()
         self.config = c
         self.conv1 = nn.Conv2d(c.in_chans, c.stem, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(c.stem)
@@ -507,6 +511,8 @@ def load_timm_vit(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=
                                     f"weights have width {w.shape[0]}, patch {w.shape[-1]}")
         num_heads = num_heads or heads
     model, more = build_image_vit(sd, source=str(path), num_heads=num_heads, norm_eps=eps)
+    for note in notes + more:
+        log.info("%s: %s", path, note)
     c = model.config
     return image_backbone(
         model, name=f"{vit_size_name(c.embed_dim)}/{c.patch_size} ({path.stem})", spec=spec, embed_dim=c.embed_dim,
@@ -522,8 +528,12 @@ def load_resnet50(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=
     sd, notes = select_state_dict(read_weights(path), RESNET_ANCHOR, source=str(path), key=opts.take("key"),
                                   prefix=opts.take("prefix"))
     model, more = build_resnet(sd, source=str(path))
+    for note in notes + more:
+        log.info("%s: %s", path, note)
     c = model.config
-    label = "ResNet-50" if c.depths == (3, 4, 6, 3) and c.groups == 1 else f"ResNet-{3 * sum(c.depths) + 2}"
+    label = f"ResNet-{3 * sum(c.depths) + 2}"
+    if c.groups != 1 or c.widths != ResNetConfig().widths:
+        label += f" (width {c.widths[0]}, groups {c.groups})"
     return image_backbone(
         model, name=f"{label} ({path.stem})", spec=spec, embed_dim=model.embed_dim, img_size=224, patch_size=32,
         fingerprint=fingerprint_path(path), chunk=chunk, in_chans=c.in_chans,

@@ -23,13 +23,13 @@ class ClipConfig:
     res: int = 256  # centre-crop size (256 for the V-JEPA family)
     fps: float = 1.0  # frames per second of the clip (and of the frame store for per-second tasks)
     anchor: Literal["online", "offline"] = "online"  # clip ends at the labelled second / is centred on it
-    short_side: int | None = None  # resize short side before the crop; None = round(256 * res / 224)
+    short_side: int | None = None  # resize short side before the crop; None = int(256 * res / 224) (292 for 256)
     clip_fps: float = 4.0  # frame-store rate for short-clip tasks (actions, skill): T frames spread over the clip
     frame_folder_fps: float | None = None  # rate of a dataset's frame folders; None = the record's fps_source (else 1)
     norm: Literal["backbone", "imagenet"] = "backbone"  # mean/std of the backbone, or ImageNet's
     augment: Literal["none", "rrc"] = "none"  # training augmentation (needs features.online=true)
-    rrc_scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range
-    rrc_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized-crop area range [lo, hi]
+    rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # aspect-ratio range [lo, hi]
     jpeg_quality: int = 90  # frame-store JPEG quality
 
     def validate(self) -> None:
@@ -39,12 +39,14 @@ class ClipConfig:
             raise ValueError(f"clip.res={self.res} is too small")
         if self.fps <= 0 or self.clip_fps <= 0:
             raise ValueError("clip.fps and clip.clip_fps must be positive")
+        if len(self.rrc_scale) != 2 or len(self.rrc_ratio) != 2:
+            raise ValueError("clip.rrc_scale and clip.rrc_ratio take two numbers [lo, hi]")
         if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
             raise ValueError(f"clip.rrc_scale={self.rrc_scale}: need 0 < lo <= hi <= 1")
 
     @property
     def resize_short(self) -> int:
-        return self.short_side if self.short_side is not None else int(round(256 * self.res / 224))
+        return self.short_side if self.short_side is not None else int(256 * self.res / 224)
 
 
 @dataclass
@@ -68,14 +70,14 @@ class TrainConfig:
     lrs: list[float] = field(default_factory=lambda: [5e-3, 3e-3, 1e-3, 3e-4, 1e-4])
     wds: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.4, 0.8])
     warmup_fraction: float = 0.0  # of the total steps
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     class_weighting: bool = True  # w_c = N / (K n_c) in the cross-entropy
     regression_loss: Literal["l1", "mse"] = "l1"
     depth_max_mm: float = 100.0  # depth head range (C3VD: 0..100 mm)
     selection_metric: str = "auto"  # "auto": accuracy (phase, clip), mAP (multi-label), mae (skill), dice, rmse
     val_fraction: float = 0.2  # validation carved from training videos when a dataset has none
-    eval_batch_size: int = 32
+    eval_batch_size: int = 8  # all P probes at once: activations P x B x N x width (mind GPU memory)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     seed: int = 0
 
@@ -86,6 +88,8 @@ class TrainConfig:
             raise ValueError("train.lrs and train.wds must be non-empty lists")
         if any(v <= 0 for v in self.lrs) or any(v < 0 for v in self.wds):
             raise ValueError("train.lrs must be > 0 and train.wds >= 0")
+        if len(self.betas) != 2:
+            raise ValueError("train.betas takes two numbers [beta1, beta2]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"train.val_fraction={self.val_fraction} must be in [0, 1)")
 

@@ -60,7 +60,7 @@ def resample_folder_indices(n_images: int, folder_fps: float, store_fps: float) 
 def _encode_resized(path: Path, short_side: int, quality: int) -> tuple[bytes, int, int]:
     from unisurg.bench.datasets.media import read_image
 
-    img = read_image(path)
+    img = np.array(read_image(path))  # writable copy (PIL arrays are read-only)
     h, w = output_size(img.shape[0], img.shape[1], short_side)
     if (h, w) != img.shape[:2]:
         img = resize_short_side(torch.from_numpy(img)[None], min(h, w))[0].numpy()

@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Losses in at least float32 (bf16 logits from autocast are upcast; float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def class_balanced_weights(labels, n_classes: int) -> np.ndarray:
     """Class weights ``w_c = N / (K * n_c)`` from the training labels (SPEC Sec. 5, the authors' release).
 
@@ -36,23 +41,28 @@ def multi_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torc
     With ``weight`` this is ``nn.CrossEntropyLoss(weight)``'s mean: ``sum_i w_{y_i} l_i / sum_i w_{y_i}``.
     """
     P, B, K = logits.shape
-    flat = F.cross_entropy(logits.float().reshape(P * B, K), target.repeat(P), weight=weight, reduction="none")
+    x = _full(logits)
+    if weight is not None:
+        weight = weight.to(x.dtype)
+    flat = F.cross_entropy(x.reshape(P * B, K), target.repeat(P), weight=weight, reduction="none")
     per = flat.view(P, B).sum(dim=1)
-    denom = weight[target].sum() if weight is not None else torch.tensor(float(B), device=logits.device)
-    return per / denom.clamp_min(1e-12)
+    if weight is None:
+        return per / B
+    return per / weight[target].sum().clamp_min(1e-12)
 
 
 def multi_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-probe multi-label binary cross-entropy (mean over samples and classes), ``[P]``."""
-    t = target.float().unsqueeze(0).expand_as(logits)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), t, pos_weight=pos_weight, reduction="none")
+    x = _full(logits)
+    t = target.to(x.dtype).unsqueeze(0).expand_as(x)
+    loss = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none")
     return loss.flatten(1).mean(dim=1)
 
 
 def multi_regression(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Per-probe L1 or MSE, ``[P]``; ``pred [P, B, 1]`` or ``[P, B]``, ``target [B]``."""
-    p = pred.float().reshape(pred.shape[0], -1)
-    t = target.float().reshape(1, -1).expand_as(p)
+    p = _full(pred).reshape(pred.shape[0], -1)
+    t = target.to(p.dtype).reshape(1, -1).expand_as(p)
     if kind == "l1":
         return (p - t).abs().mean(dim=1)
     if kind == "mse":
@@ -67,8 +77,8 @@ def multi_segmentation(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)``, averaged over the batch.
     """
     P = logits.shape[0]
-    x = logits.float()[:, :, 0]
-    g = mask.float().unsqueeze(0).expand_as(x)
+    x = _full(logits)[:, :, 0]
+    g = mask.to(x.dtype).unsqueeze(0).expand_as(x)
     bce = F.binary_cross_entropy_with_logits(x, g, reduction="none").flatten(1).mean(dim=1)
     prob = torch.sigmoid(x).flatten(2)
     gg = g.flatten(2)
@@ -78,14 +88,14 @@ def multi_segmentation(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 def depth_from_logits(logits: torch.Tensor, max_depth: float) -> torch.Tensor:
     """Depth in the target unit: ``max_depth * sigmoid(logit)`` (C3VD: 0..100 mm)."""
-    return max_depth * torch.sigmoid(logits.float())
+    return max_depth * torch.sigmoid(_full(logits))
 
 
 def multi_depth_l1(logits: torch.Tensor, depth: torch.Tensor, max_depth: float) -> torch.Tensor:
     """Per-probe L1 between predicted and true depth over valid pixels (``depth > 0``), in units of
     ``max_depth`` (so that the lr grid does not depend on the unit), ``[P]``."""
     pred = depth_from_logits(logits[:, :, 0], max_depth)
-    d = depth.float().unsqueeze(0).expand_as(pred)
+    d = depth.to(pred.dtype).unsqueeze(0).expand_as(pred)
     valid = (d > 0).float()
     err = (pred - d).abs() * valid / max_depth
     return err.flatten(1).sum(dim=1) / valid.flatten(1).sum(dim=1).clamp_min(1.0)

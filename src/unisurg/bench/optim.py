@@ -53,8 +53,8 @@ class BatchedAdamW:
             if p.shape[0] != P:
                 raise ValueError(f"BatchedAdamW: parameter {n} has leading dim {p.shape[0]}, expected P={P}")
         dev = self.params[0][1].device
-        self.base_lr = torch.tensor(list(lrs), dtype=torch.float32, device=dev)
-        self.wd = torch.tensor(list(wds), dtype=torch.float32, device=dev)
+        self.base_lr = torch.tensor(list(lrs), dtype=torch.float64, device=dev)
+        self.wd = torch.tensor(list(wds), dtype=torch.float64, device=dev)
         self.betas, self.eps = betas, eps
         self.factor = 1.0
         self.t = 0
@@ -73,16 +73,20 @@ class BatchedAdamW:
         self.t += 1
         b1, b2 = self.betas
         bc1, bc2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        lr = self.base_lr * self.factor
+        lr64 = self.base_lr * self.factor
+        per_dtype = {}
         for name, p in self.params:
             g = p.grad
             if g is None:
                 continue
             m, v = self.state[name]
             view = (-1,) + (1,) * (p.dim() - 1)
+            if p.dtype not in per_dtype:  # [P] vectors in the parameters' precision, computed once per step
+                per_dtype[p.dtype] = ((1.0 - lr64 * self.wd).to(p.dtype), (lr64 / bc1).to(p.dtype))
+            keep, step_size = per_dtype[p.dtype]
             m.lerp_(g, 1.0 - b1)
             v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
             if decays(name, p):
-                p.mul_((1.0 - lr * self.wd).view(view))
+                p.mul_(keep.view(view))
             denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-            p.sub_((lr / bc1).view(view) * m / denom)
+            p.sub_(step_size.view(view) * m / denom)

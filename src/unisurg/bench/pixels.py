@@ -107,7 +107,7 @@ def random_resized_crop(frames: np.ndarray, res: int, scale: tuple[float, float]
 
 def resize_image(img: np.ndarray, res: int, mode: str = "bilinear") -> np.ndarray:
     """Resize ``[H, W, C]`` (uint8 or float) to ``res x res`` (dense tasks: whole image, aspect not kept)."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
     kw = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
     out = F.interpolate(t, size=(res, res), mode=mode, **kw)[0].permute(1, 2, 0).numpy()
     return out.round().clip(0, 255).astype(np.uint8) if img.dtype == np.uint8 else out.astype(img.dtype)

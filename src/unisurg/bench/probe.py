@@ -148,7 +148,9 @@ class MultiProbe(_Stacked):
         depth_rescale_(self.cross, len(self.blocks) + 1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens``: probe-shared ``[B, N, D]`` (or per-probe ``[P, B, N, D]``) -> logits ``[P, B, out]``."""
+        """``tokens``: probe-shared ``[B, N, D]`` (pooled ``[B, D]``, or per-probe ``[P, B, N, D]``) -> ``[P, B, out]``."""
+        if tokens.dim() == 2:  # pooled features [B, D]: one token per sample
+            tokens = tokens[:, None]
         if tokens.dim() not in (3, 4) or tokens.shape[-1] != self.spec.embed_dim:
             raise ValueError(f"probe expects tokens [B, N, {self.spec.embed_dim}] (or [P, B, N, D]), got "
                              f"{tuple(tokens.shape)}")

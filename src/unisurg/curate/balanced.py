@@ -18,7 +18,7 @@ bisection steps, never over clusters or points.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

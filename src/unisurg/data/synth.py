@@ -9,8 +9,9 @@ annotations byte-compatible with Cholec80::
     OUT/tool_annotations/videoNN-tool.txt       "Frame\\tGrasper\\t...\\tSpecimenBag", a row every 25 frames
     OUT/synth.json                              generation parameters, versions, per-video segments
 
-(LF line endings, a trailing newline, as the real files.) Unlike real Cholec80, the tool file
-here has a row for every multiple of 25 below N (the real files lack the last one).
+(LF line endings, a trailing newline, as the real files.) Tool rows are every 25 frames whatever
+the fps (Cholec80's convention at 25 fps), at every multiple of 25 below N; the real files also
+lack the last such row, which these keep.
 
 Design of the world
 -------------------
@@ -22,7 +23,7 @@ phase shares times a log-normal factor; so lengths scale with the requested dura
 
 *Scene.* A per-video tissue texture (flesh-tone low-frequency blobs, fat patches, a vessel
 network, relief shading, fine grain, specular glints) larger than the frame; the camera drifts
-slowly (global translation, +-1-3% of the frame, and a zoom jitter of +-0.5-2.5%); smoke is a
+slowly (global translation of a few % of the frame, zoom jitter of a few %); smoke is a
 translucent upward-drifting haze whose opacity has a per-video base plus puffs that are only
 *more likely* while a cautery tool (hook, bipolar) is in, and linger into the next phase;
 vignetting and sensor noise on top. Colours, noise, smoke and drift vary per video, and none of
@@ -42,15 +43,15 @@ Only how the working tip moves tells them apart:
 - CalotTriangleDissection vs GallbladderDissection (hook + grasper): the hook tip orbits an
   ellipse (radius 8-14% of the width, period 5-9 s) *clockwise* vs *counter-clockwise* on screen.
 - GallbladderPackaging vs GallbladderRetraction (grasper holding the bag + grasper): the bag
-  oscillates along a random axis (amplitude 7-11% of the width) *slowly* (period 6-10 s) vs
-  *fast* (period 2.2-3.2 s, still under the 2 s Nyquist limit of 1 fps sampling).
+  oscillates along a random axis (amplitude 8-11% of the width) *slowly* (period 7-11 s) vs
+  *fast* (period 2.2-3.0 s, still above the 2 s Nyquist period of 1 fps sampling).
 - Preparation (hook + grasper) shares instruments with the orbit pair; its hook sweeps a
   near-horizontal line (30-44% of the width) *left to right* at 6-10% of the width per second,
   with a quick (0.25 s) return.
 
-At 1 fps a 16-frame clip shows 2-3 orbits or several sweeps (36-72 degrees, or 7-14% of the
-width, between consecutive samples); at 25 fps a 16-frame clip still moves the tip by a few
-pixels per frame. The other phases have their own instruments (ClippingCutting: clip applier
+At 1 fps a 16-frame clip shows about 2-3 orbits or 2-4 sweeps (40-72 degrees, or 6-10% of the
+width, between consecutive samples); at 25 fps a 16-frame clip still moves the tip by a pixel
+or more per frame at 320 x 240. The other phases have their own instruments (ClippingCutting: clip applier
 then scissors, jabbing in and out along the shaft; CleaningCoagulation: irrigator sweeping
 across its shaft plus bipolar). Rates wobble +-10-20% within a segment and every range is drawn
 per segment, so nothing is memorisable from one video.
@@ -273,7 +274,9 @@ def generate_dataset(
     "reused"}]}`` (frames, end exclusive). Rerunning with the same parameters reuses finished
     videos (an interrupted run resumes); a directory holding other data, or a synthetic dataset
     made with other parameters, is refused unless ``overwrite=True``. ``workers > 1`` renders
-    videos in parallel processes (one x264 thread each).
+    videos in parallel "spawn" processes (one x264 thread each; a calling script needs the usual
+    ``if __name__ == "__main__":`` guard). ``preset``/``crf`` are libx264's; ``min_phase_seconds``
+    defaults to ``min(4, 0.6 * seconds / 7)``.
     """
     _check_params(n_videos, seconds, height, width, fps, seed, workers, crf)
     out = Path(out)

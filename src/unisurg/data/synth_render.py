@@ -206,7 +206,6 @@ def _capsules_alpha(px: np.ndarray, py: np.ndarray, caps: np.ndarray) -> np.ndar
 
 
 _SHAFT_BINS = 256
-_SHAFT_V = 1.6  # LUT range across the shaft, in shaft radii (covers the anti-aliased rim at half resolution)
 
 
 def _shaft_luts(r: float, shaft: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -214,8 +213,12 @@ def _shaft_luts(r: float, shaft: np.ndarray, spec: np.ndarray) -> tuple[np.ndarr
 
     A cylinder lit from the camera: brightness ``0.55 + 0.45 sqrt(1 - v^2)`` across it (v = offset
     in radii) plus a specular streak at v = -0.35; coverage anti-aliased over one plane pixel.
+    The table spans |v| <= 1 + 1.5 / r, past the anti-aliased rim at half resolution, so its
+    end bins (where out-of-range indices are clipped to) have zero coverage. Returns
+    (span, Y coverage, Y colour, CbCr coverage, CbCr colour ``[2, bins]``).
     """
-    v = ((np.arange(_SHAFT_BINS) + 0.5) / _SHAFT_BINS * 2.0 - 1.0) * _SHAFT_V
+    span = 1.0 + 1.5 / r
+    v = ((np.arange(_SHAFT_BINS) + 0.5) / _SHAFT_BINS * 2.0 - 1.0) * span
     shade = 0.55 + 0.45 * np.sqrt(np.clip(1.0 - v * v, 0.0, 1.0))
     streak = 0.7 * np.clip(1.0 - ((v + 0.35) / 0.22) ** 2, 0.0, 1.0)
     col = shaft[None, :] * shade[:, None] + (spec - shaft)[None, :] * streak[:, None]
@@ -223,7 +226,7 @@ def _shaft_luts(r: float, shaft: np.ndarray, spec: np.ndarray) -> tuple[np.ndarr
     a_half = np.clip(r / 2 + 0.5 - np.abs(v) * r / 2, 0.0, 1.0)
     f32 = np.float32
     lut_c = (col[:, 1:] * a_half[:, None]).T  # [2, bins]
-    return a_full.astype(f32), (col[:, 0] * a_full).astype(f32), a_half.astype(f32), np.ascontiguousarray(lut_c, dtype=f32)
+    return span, a_full.astype(f32), (col[:, 0] * a_full).astype(f32), a_half.astype(f32), np.ascontiguousarray(lut_c, dtype=f32)
 
 
 def _pool2(a: np.ndarray) -> np.ndarray:
@@ -259,7 +262,7 @@ class FrameRenderer:
             kind: (rgb_to_yuv(st.shaft), rgb_to_yuv(st.metal), rgb_to_yuv(st.accent)) for kind, st in self.styles.items()
         }
         self.spec_yuv = rgb_to_yuv(np.array([235.0, 235.0, 235.0]))
-        self.shaft_luts = {kind: _shaft_luts(st.radius, *self.yuv[kind][:1], self.spec_yuv) for kind, st in self.styles.items()}
+        self.shaft_luts = {kind: _shaft_luts(st.radius, self.yuv[kind][0], self.spec_yuv) for kind, st in self.styles.items()}
 
         # Smoke: a bank of periodic low-res fields, cross-faded over time and drifting upwards.
         self.sh, self.sw = max(h // 8, 4), max(w // 8, 4)
@@ -351,9 +354,9 @@ class FrameRenderer:
         box = _bbox(np.array([a[0], tip[0]]), np.array([a[1], tip[1]]), r + 1.5, self.w, self.h)
         if box is not None:
             x0, y0, x1, y1 = self._even_box(box)
-            lut_a, lut_y, lut_a2, lut_c = self.shaft_luts[kind]
-            self._shaft_pass(self.Y, (x0, y0, x1, y1), 1, a, tip, d, nrm, r, lut_a, lut_y)
-            self._shaft_pass(self.C, (x0 // 2, y0 // 2, x1 // 2, y1 // 2), 2, a, tip, d, nrm, r, lut_a2, lut_c)
+            span, lut_a, lut_y, lut_a2, lut_c = self.shaft_luts[kind]
+            self._shaft_pass(self.Y, (x0, y0, x1, y1), 1, a, tip, d, nrm, r * span, lut_a, lut_y)
+            self._shaft_pass(self.C, (x0 // 2, y0 // 2, x1 // 2, y1 // 2), 2, a, tip, d, nrm, r * span, lut_a2, lut_c)
         # Tip: capsules in tip-local coordinates (units of the shaft radius), jaws opened by ``jaw``.
         u0, v0, u1, v1, rr, gain = _TIPS_NP[kind].T
         ends = np.stack([u0, v0, u1, v1 + jaw * gain], 1) * r
@@ -368,8 +371,10 @@ class FrameRenderer:
         elif kind == "bag":
             self._draw_bag(tip, d, accent)
 
-    def _shaft_pass(self, plane, box, step: int, a, tip, d, nrm, r: float, lut_a: np.ndarray, lut_col: np.ndarray) -> None:
+    def _shaft_pass(self, plane, box, step: int, a, tip, d, nrm, half_span: float, lut_a: np.ndarray, lut_col: np.ndarray) -> None:
         """Blend the shaft a->tip into one plane (``step`` = plane pixel size in frame pixels).
+
+        ``half_span`` is the distance (frame pixels) from the axis to the last table bin.
 
         Coverage and colour depend only on the signed distance across the shaft, so both come
         from lookup tables (premultiplied colour); a linear ramp past the tip cuts the end.
@@ -377,10 +382,10 @@ class FrameRenderer:
         x0, y0, x1, y1 = box
         px = (np.arange(x0, x1, dtype=np.float64) + 0.5) * step - a[0]
         py = (np.arange(y0, y1, dtype=np.float64) + 0.5) * step - a[1]
-        k = _SHAFT_BINS / (2.0 * _SHAFT_V * r)
+        k = _SHAFT_BINS / (2.0 * half_span)
         fx = (px * (nrm[0] * k) + _SHAFT_BINS / 2).astype(np.float32)[None, :]
         fy = (py * (nrm[1] * k)).astype(np.float32)[:, None]
-        idx = (fx + fy).astype(np.intp)
+        idx = np.floor(fx + fy).astype(np.intp)
         length = float(np.hypot(*(tip - a)))
         ex = ((length - px * d[0]) / step + 0.5).astype(np.float32)[None, :]
         ey = (-py * d[1] / step).astype(np.float32)[:, None]
