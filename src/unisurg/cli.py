@@ -127,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from unisurg.bench.command import add_parser as add_bench_commands
+    from unisurg.curate.command import add_parser as add_curate_command
     from unisurg.train.command import add_parser as add_pretrain_command
 
-    for add in (_add_synth, _add_ingest, _add_info, add_pretrain_command, add_bench_commands, _add_demo):
+    for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
+                _add_demo):
         add(sub)
     return parser
 
@@ -146,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     from unisurg.data.ingest import IngestInputError
     from unisurg.data.store import StoreError
     from unisurg.data.manifest import ManifestError
+    from unisurg.curate.corpus_files import CurationError
+    from unisurg.curate.leakage_guard import LeakageError
     from unisurg.models.strict_load import CheckpointError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, IngestInputError, StoreError, ManifestError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, IngestInputError, StoreError, ManifestError, CheckpointError, CurationError, LeakageError,
+            FileNotFoundError) as e:
         print(f"unisurg {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

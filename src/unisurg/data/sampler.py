@@ -86,15 +86,23 @@ class _EpochSampler(Sampler[int]):
 
 
 class BalancedSampler(_EpochSampler):
-    """Draws ``num_samples`` indices per epoch with replacement, P(i) = balanced_weights(...)[i].
+    """Draws ``num_samples`` indices per epoch with replacement, P(i) = balanced_weights(...)[i]
+    (or the ``weights`` given).
 
     Sampling is by inverse CDF on float64 cumulative weights: exact for any corpus size
     (``torch.multinomial`` is limited to 2^24 categories).
     """
 
     def __init__(self, datasets: Sequence[str], specialties: Sequence[str], *, num_samples: int | None = None,
-                 seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
-        self.weights = balanced_weights(datasets, specialties)
+                 seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
+                 weights: np.ndarray | None = None):
+        if weights is None:
+            self.weights = balanced_weights(datasets, specialties)
+        else:  # precomputed per-sample weights, e.g. SurgRec's cluster-balanced ones (unisurg curate cluster)
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (len(datasets),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"weights must be {len(datasets)} finite non-negative numbers with a positive sum")
+            self.weights = w / w.sum()
         self.cdf = np.cumsum(self.weights)
         self.cdf[-1] = 1.0
         super().__init__(num_samples or len(self.weights), seed=seed, num_replicas=num_replicas, rank=rank)

@@ -59,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from unisurg.config import ConfigError
     from unisurg.data.store import StoreError
+    from unisurg.curate.corpus_files import CurationError
+    from unisurg.curate.leakage_guard import LeakageError
     from unisurg.models.strict_load import CheckpointError
 
     try:
         return run(args)
-    except (ConfigError, StoreError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, StoreError, CheckpointError, CurationError, LeakageError, FileNotFoundError) as e:
         print(f"unisurg pretrain: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -59,7 +59,13 @@ class DataConfig:
     temporal_jitter: bool = True
     flip: bool = False
     short_video: Literal["pad_last", "stretch", "drop"] = "pad_last"
-    sampler: Literal["balanced", "uniform"] = "balanced"  # balanced: UniSurg w ∝ 1/(N_d |D_s|)
+    # balanced: UniSurg w ∝ 1/(N_d |D_s|); uniform; curated: the per-clip weights of a selection
+    # written by `unisurg curate cluster --weights` (SurgRec's cluster-balanced sampling)
+    sampler: Literal["balanced", "uniform", "curated"] = "balanced"
+    # a curated selection per store (`unisurg curate cluster`): a path, "auto" (STORE/curation/
+    # selection.json when present) or null; a subset restricts the clips, weights feed sampler=curated
+    selection: list[str | None] | str | None = None
+    honour_exclusions: bool = True  # leave out the videos of STORE/curation/exclude.json (curate dedup/leakage)
     workers: int = 4
     prefetch_factor: int = 2
     pin_memory: bool = True  # only takes effect on CUDA
@@ -255,6 +261,8 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch.set_num_threads (CPU)
     export: bool = True  # write the final model in our checkpoint format to <out>/final
+    # train although `unisurg curate leakage` found benchmark test videos in the corpus (recorded in the log)
+    allow_leakage: bool = False
 
     def validate(self) -> None:
         _positive("run", log_every=self.log_every, keep_last=self.keep_last, threads=self.threads)

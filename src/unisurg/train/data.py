@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pathlib import Path
+
 from unisurg.config import ConfigError
 from unisurg.data.clips import ClipDataset, ClipSpec, make_loader
 from unisurg.data.sampler import BalancedSampler, UniformSampler
@@ -51,6 +53,7 @@ class TrainData:
     sampler: BalancedSampler | UniformSampler
     collator: SampleMaskCollator
     loader: DataLoader
+    video_ids: dict[str, list[str]]  # per store, the videos trained on (for the leakage guard)
     per_rank_batch: int
     iterations_per_epoch: int
     grid: tuple[int, int, int]
@@ -69,6 +72,44 @@ def clip_spec(cfg: PretrainConfig) -> ClipSpec:
                     flip=d.flip, temporal_jitter=d.temporal_jitter, short_video=d.short_video, output="uint8")
 
 
+def _selections(cfg: PretrainConfig) -> list[str | None]:
+    sel, stores = cfg.data.selection, cfg.data.stores
+    if sel is None or isinstance(sel, str):
+        sel = [sel] * len(stores)
+    if len(sel) != len(stores):
+        raise ConfigError(f"data.selection names {len(sel)} selections for {len(stores)} stores; give one per store "
+                          "(null for none) or a single value for all")
+    out = []
+    for store, s in zip(stores, sel):
+        if s == "auto":
+            auto = Path(store) / "curation" / "selection.json"
+            s = str(auto) if auto.exists() else None
+        out.append(s)
+    return out
+
+
+def apply_curation(parts: list[ClipDataset], cfg: PretrainConfig) -> np.ndarray | None:
+    """Restrict each store's clips to its curated selection; the combined per-clip weights
+    (each store the same total mass) when ``data.sampler=curated``."""
+    from unisurg.curate.selection import load_selection, restrict_clip_dataset
+
+    weights = []
+    for part, path in zip(parts, _selections(cfg)):
+        if path is None:
+            weights.append(None)
+            continue
+        applied = load_selection(path).apply(part, honour_exclusions=cfg.data.honour_exclusions)
+        restrict_clip_dataset(part, applied)
+        weights.append(applied.weights)
+    if cfg.data.sampler != "curated":
+        return None
+    if any(w is None for w in weights):
+        missing = [s for s, w in zip(cfg.data.stores, weights) if w is None]
+        raise ConfigError(f"data.sampler=curated needs a weights selection for every store (`unisurg curate cluster "
+                          f"STORE --weights` then data.selection=auto); none for {missing}")
+    return np.concatenate([w / w.sum() / len(weights) for w in weights])
+
+
 def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
     """Datasets, sampler, mask collator and loader for this rank; errors name the config key to change."""
     d, s = cfg.data, cfg.schedule
@@ -81,16 +122,21 @@ def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
     per_rank = s.global_batch_size // info.world
     seed = cfg.run.seed if d.seed is None else d.seed
     spec = clip_spec(cfg)
-    parts = [ClipDataset(store, spec, seed=seed, include_datasets=d.include_datasets) for store in d.stores]
+    from unisurg.curate.corpus_files import training_videos
+
+    video_ids = {store: training_videos(store, include_datasets=d.include_datasets,
+                                        honour_exclusions=d.honour_exclusions) for store in d.stores}
+    parts = [ClipDataset(store, spec, seed=seed, video_ids=video_ids[store]) for store in d.stores]
+    curated = apply_curation(parts, cfg)
     dataset = MultiStoreClips(parts)
 
     n = len(dataset)
     one_pass = (-(-n // info.world)) // per_rank  # batches per rank in one pass over the clips
     ipe = s.iterations_per_epoch
-    if d.sampler == "balanced":
+    if d.sampler in ("balanced", "curated"):
         ipe = ipe or one_pass
         sampler = BalancedSampler(dataset.datasets, dataset.specialties, num_samples=ipe * s.global_batch_size,
-                                  seed=seed, num_replicas=info.world, rank=info.rank)
+                                  seed=seed, num_replicas=info.world, rank=info.rank, weights=curated)
     else:
         if ipe is not None and ipe > one_pass:
             raise ConfigError(f"schedule.iterations_per_epoch={ipe} needs {ipe * s.global_batch_size} clips per epoch "
@@ -113,4 +159,4 @@ def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
     loader = make_loader(dataset, batch_size=per_rank, sampler=sampler, workers=d.workers, collate_fn=collator,
                          drop_last=True, pin_memory=d.pin_memory and info.device.type == "cuda",
                          prefetch_factor=d.prefetch_factor)
-    return TrainData(dataset, sampler, collator, loader, per_rank, ipe, grid)
+    return TrainData(dataset, sampler, collator, loader, video_ids, per_rank, ipe, grid)

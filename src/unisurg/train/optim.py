@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unisurg.config import ConfigError
 from unisurg.models.ema import momentum_at
 from unisurg.train.config import EmaConfig, OptimConfig
 
@@ -104,7 +105,8 @@ class Schedules:
         self.total = int(total_steps)
         self.warmup = warmup_steps(optim, iterations_per_epoch)
         if self.warmup > self.total:
-            raise ValueError(f"optim warmup of {self.warmup} steps exceeds the {self.total} training steps")
+            raise ConfigError(f"optim.warmup_steps/warmup_epochs: a warmup of {self.warmup} steps exceeds the "
+                              f"{self.total} training steps (schedule.epochs x iterations_per_epoch); shorten it")
 
     def __call__(self, step: int) -> Hyper:
         o = self.optim

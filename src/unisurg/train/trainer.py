@@ -10,6 +10,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -169,6 +170,7 @@ class Trainer:
         self.resume_from = self._find_resume(resume)
         _seed_everything(cfg.run.seed)
         self.data: TrainData = build_data(cfg, self.info)
+        self.corpus_check = self._guard_corpus()
         self.ipe = self.data.iterations_per_epoch
         self.total_steps = cfg.schedule.epochs * self.ipe
         self.end_step = min(self.total_steps, cfg.schedule.max_steps or self.total_steps)
@@ -190,6 +192,20 @@ class Trainer:
         self.last_checkpoint: Path | None = self.resume_from
 
     # -- setup helpers ---------------------------------------------------------------------------
+
+    def _guard_corpus(self) -> dict | None:
+        """Refuse a corpus with known benchmark-test leakage (unless run.allow_leakage); the record
+        of the check goes to OUT/corpus_check.json and the console."""
+        if not self.info.is_main:
+            return None
+        from unisurg.curate.leakage_guard import guard_corpus
+
+        record = guard_corpus(self.cfg.data.stores, allow_leakage=self.cfg.run.allow_leakage,
+                              log=lambda m: print(f"[pretrain] {m}", file=sys.stderr, flush=True),
+                              videos=self.data.video_ids)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "corpus_check.json").write_text(json.dumps(record, indent=1, default=str))
+        return record
 
     def _find_resume(self, resume: bool) -> Path | None:
         found = None
