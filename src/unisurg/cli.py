@@ -120,6 +120,21 @@ def _run_demo(a) -> int:
     return run_demo(a.out, quick=a.quick, seed=a.seed)
 
 
+def _add_ablate(sub):
+    p = sub.add_parser("ablate", help="the demo's pipeline with each UniSurg component switched off in turn")
+    p.add_argument("--out", type=Path, default=Path("unisurg-demo"),
+                   help="working folder (default ./unisurg-demo; shares data and runs with the demo)")
+    p.add_argument("--quick", action="store_true", help="toy scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_ablate)
+
+
+def _run_ablate(a) -> int:
+    from unisurg.demo import run_ablate
+
+    return run_ablate(a.out, quick=a.quick, seed=a.seed)
+
+
 # -- main -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     from unisurg.train.command import add_parser as add_pretrain_command
 
     for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
-                _add_demo):
+                _add_demo, _add_ablate):
         add(sub)
     return parser
 

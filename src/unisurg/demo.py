@@ -1,69 +1,307 @@
-"""``unisurg demo``: the whole pipeline on synthetic data, CPU only, no download.
+"""``unisurg demo`` and ``unisurg ablate``: the whole pipeline on synthetic data, CPU only, no download.
 
-Stages (each prints what it did; each is skipped when its output is already there):
-1. ``unisurg synth``: synthetic surgical videos with Cholec80-format labels;
-2. ``unisurg ingest``: decode them at 1 fps into a frame store;
-3. load a few balanced training batches of clips, as pretraining will.
+Every step runs through the same entry point as the command line (``unisurg.cli.main``), and the
+report lists those exact commands, so each number can be reproduced by hand:
+
+1. ``unisurg synth``: a labelled benchmark (train/val/test by video) and, with another seed, an
+   unlabelled pretraining corpus (the benchmark's videos are never pretrained on);
+2. ``unisurg ingest`` the corpus into a frame store at 1 fps;
+3. ``unisurg curate leakage``: check the corpus against the benchmark's test split;
+4. ``unisurg pretrain`` the same small encoder twice: the UniSurg objective and plain V-JEPA;
+5. ``unisurg bench``: attentive probes on the frozen UniSurg, V-JEPA and untrained (random init,
+   same architecture and seed) encoders, synthetic phase recognition, selected on validation;
+6. the report: ``report.md``, the table with bootstrap CIs, loss curves, phase ribbons, ``numbers.json``.
+
+Steps whose output exists are reused (the commands are idempotent), so an interrupted demo resumes.
+``ablate`` runs the same pipeline with each UniSurg component switched off in turn.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class DemoScale:
-    videos: int
+    bench_videos: int
+    corpus_videos: int
     seconds: float
-    height: int
     width: int
-    short_side: int
-    frames: int
+    height: int
+    short_side: int  # stored frames of the corpus; also the benchmark clips' short side
+    frames: int  # T at 1 fps
     crop: int
+    encoder: dict  # model.* overrides of the shared architecture
+    steps: int
     batch: int
-    batches: int
+    lr: float
+    ema: float
+    probe: dict  # bench overrides: probe and probe training
+    bootstrap_n: int
+    threads: int = 2
+    workers: int = 2
+    extra_pretrain: tuple[str, ...] = field(default_factory=tuple)
 
 
-FULL = DemoScale(videos=12, seconds=90, height=120, width=160, short_side=80, frames=16, crop=64, batch=8, batches=4)
-QUICK = DemoScale(videos=4, seconds=24, height=64, width=96, short_side=64, frames=8, crop=48, batch=4, batches=2)
+_ARCH = {"encoder": "tiny", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "sincos",
+         "predictor_dim": 64, "predictor_depth": 2, "predictor_heads": 2}
+
+FULL = DemoScale(bench_videos=20, corpus_videos=24, seconds=60, width=160, height=120, short_side=64, frames=16,
+                 crop=64, encoder=_ARCH, steps=600, batch=16, lr=1e-3, ema=0.99,
+                 probe={"probe.depth": 1, "probe.heads": 4, "train.epochs": 20, "train.batch_size": 16,
+                        "train.lrs": "[3e-3,1e-3,3e-4]", "train.wds": "[0.01,0.1]"},
+                 bootstrap_n=1000)
+QUICK = DemoScale(bench_videos=5, corpus_videos=3, seconds=16, width=96, height=64, short_side=32, frames=8,
+                  crop=32, encoder={**_ARCH, "embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8,
+                                    "predictor_dim": 32},
+                  steps=8, batch=4, lr=1e-3, ema=0.99,
+                  probe={"probe.depth": 1, "probe.heads": 2, "train.epochs": 2, "train.batch_size": 8,
+                         "train.lrs": "[1e-3]", "train.wds": "[0.01]"},
+                  bootstrap_n=100, threads=1, workers=1)
+
+# name -> loss overrides; "unisurg" is the paper's objective (all terms on, defaults of SPEC section 3)
+VARIANTS = {
+    "unisurg": [],
+    "vjepa": ["loss.objective=vjepa"],
+}
+ABLATIONS = {
+    "unisurg": [],
+    "no-motion-weighting": ["loss.motion_weighting=false"],
+    "no-affinity": ["loss.affinity=false"],
+    "no-variance": ["loss.variance=false"],
+    "motion-scope-topk": ["loss.motion_scope=topk"],
+    "vjepa": ["loss.objective=vjepa"],
+}
+LABELS = {"unisurg": "UniSurg", "vjepa": "V-JEPA (plain)", "random": "Random init",
+          "no-motion-weighting": "UniSurg - motion weighting", "no-affinity": "UniSurg - affinity distillation",
+          "no-variance": "UniSurg - variance reg.", "motion-scope-topk": "UniSurg, motion_scope=topk"}
 
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> int:
-    import torch
+class Pipeline:
+    """The demo's steps as CLI invocations, recorded for the report."""
 
-    from unisurg.data.clips import ClipDataset, ClipSpec, make_loader
-    from unisurg.data.ingest import IngestParams, collect_inputs, format_summary, ingest
-    from unisurg.data.sampler import BalancedSampler
-    from unisurg.data.synth import generate_dataset
+    def __init__(self, out: Path, scale: DemoScale, seed: int):
+        self.out, self.scale, self.seed = Path(out), scale, seed
+        self.commands: list[tuple[str, str]] = []  # (what, command line)
+        self.timings: dict[str, float] = {}
+        self.bench_dir = self.out / "benchmark"
+        self.corpus_dir = self.out / "corpus"
+        self.store = self.out / "store"
+        self.runs = self.out / "runs"
 
+    def cli(self, what: str, argv: list[str], *, ok_codes=(0,)) -> int:
+        from unisurg.cli import main
+
+        line = "unisurg " + " ".join(shlex.quote(str(a)) for a in argv)
+        self.commands.append((what, line))
+        _say(f"$ {line}")
+        t0 = time.perf_counter()
+        code = main([str(a) for a in argv])
+        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
+        if code not in ok_codes:
+            raise RuntimeError(f"step '{what}' failed (exit {code}): {line}")
+        return code
+
+    # -- the steps -------------------------------------------------------------------------------
+    def data(self) -> None:
+        s = self.scale
+        size = ["--width", s.width, "--height", s.height, "--seconds", s.seconds, "--workers", s.workers, "--quiet"]
+        self.cli("synthetic benchmark (labelled)", ["synth", "--out", self.bench_dir, "--videos", s.bench_videos,
+                                                     "--seed", self.seed, *size])
+        self.cli("synthetic pretraining corpus (unlabelled, other seed)",
+                 ["synth", "--out", self.corpus_dir, "--videos", s.corpus_videos, "--seed", self.seed + 1000, *size])
+        self.cli("ingest the corpus at 1 fps", ["ingest", self.corpus_dir / "videos", "--out", self.store,
+                                                 "--short-side", s.short_side, "--dataset", "synthetic-corpus",
+                                                 "--specialty", "Laparoscopic cholecystectomy",
+                                                 "--workers", s.workers, "--quiet"])
+        self.cli("leakage check: corpus vs the benchmark's test videos",
+                 ["curate", "leakage", self.store, "--benchmark", f"synthetic:{self.bench_dir}", "--quiet"])
+
+    def arch_overrides(self) -> list[str]:
+        return [f"model.{k}={v}" for k, v in self.scale.encoder.items()]
+
+    def pretrain(self, name: str, loss_overrides: list[str]) -> Path:
+        s = self.scale
+        run = self.runs / name
+        if (run / "final" / "unisurg.json").exists():
+            _say(f"pretrain {name}: reusing {run / 'final'}")
+            self.commands.append((f"pretrain {name} (reused)", "(output already present)"))
+            return run / "final"
+        if run.exists():
+            shutil.rmtree(run)  # an interrupted run of a changed config; the demo's runs are short
+        argv = ["pretrain", "--config", "tiny", "--out", run, f"data.stores=[{self.store}]",
+                f"data.frames={s.frames}", f"data.crop={s.crop}", "data.flip=true", "data.workers=0",
+                *self.arch_overrides(), f"schedule.global_batch_size={s.batch}", "schedule.epochs=1000",
+                "schedule.iterations_per_epoch=10", f"schedule.max_steps={s.steps}", f"optim.lr={s.lr}",
+                f"optim.warmup_steps={max(1, min(20, s.steps // 4))}", f"ema.momentum={s.ema}",
+                f"run.seed={self.seed}", f"run.threads={s.threads}", f"run.log_every={max(1, s.steps // 40)}",
+                f"run.checkpoint_every={max(1, s.steps // 2)}", "run.progress=true", "run.tensorboard=false",
+                *s.extra_pretrain, *loss_overrides]
+        self.cli(f"pretrain {name}", argv)
+        return run / "final"
+
+    def random_spec(self) -> str:
+        e = self.scale.encoder
+        opts = "&".join(f"{k}={v}" for k, v in e.items() if k not in ("encoder", "predictor_dim", "predictor_depth",
+                                                                       "predictor_heads"))
+        return f"random:{e['encoder']}@{self.seed}?{opts}&name={LABELS['random']}"
+
+    def bench(self, backbones: list[str], out: Path) -> dict:
+        s = self.scale
+        argv = ["bench", "--dataset", "synthetic", "--root", self.bench_dir, "--out", out, "--config", "tiny",
+                f"clip.frames={s.frames}", f"clip.res={s.crop}", f"clip.short_side={s.short_side}",
+                f"cache_dir={self.out / 'cache'}", f"report.bootstrap_n={s.bootstrap_n}",
+                f"train.seed={self.seed}", *[f"{k}={v}" for k, v in s.probe.items()], "--quiet"]
+        for b in backbones:
+            argv[1:1] = ["--backbone", b]
+        self.cli("benchmark: attentive probes on frozen encoders", argv)
+        return json.loads((out / "results.json").read_text())
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def _fmt(m: dict) -> str:
+    return f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
+
+
+def result_rows(results: dict, order: list[str]) -> list[dict]:
+    """Per backbone label (in ``order``), the honest test metrics with CIs."""
+    runs = {r["backbone"]["label"] if "label" in r["backbone"] else r["backbone"]["name"]: r
+            for r in results["runs"].values()}
+    rows = []
+    for label in order:
+        r = runs[label]
+        rows.append({"model": label, **{k: r["honest"]["metrics"][k] for k in ("accuracy", "f1", "jaccard")},
+                     "paper_style": {k: r["paper_style"]["metrics"][k] for k in ("accuracy", "f1", "jaccard")},
+                     "probe": {"lr": r["probes"][r["honest"]["probe_index"]]["lr"],
+                               "wd": r["probes"][r["honest"]["probe_index"]]["wd"]}})
+    return rows
+
+
+def table_md(rows: list[dict], key: str | None = None) -> str:
+    lines = ["| Model | Acc | F1 | Jaccard |", "|---|---|---|---|"]
+    for r in rows:
+        m = r if key is None else r[key]
+        lines.append(f"| {r['model']} | {_fmt(m['accuracy'])} | {_fmt(m['f1'])} | {_fmt(m['jaccard'])} |")
+    return "\n".join(lines)
+
+
+def margin(rows: list[dict], a: str, b: str, metric: str = "f1") -> dict:
+    ra = next(r for r in rows if r["model"] == a)[metric]
+    rb = next(r for r in rows if r["model"] == b)[metric]
+    return {"a": a, "b": b, "metric": metric, "difference": ra["value"] - rb["value"],
+            "ci_separated": ra["ci_low"] > rb["ci_high"]}
+
+
+def loss_curves(runs: dict[str, Path], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from unisurg.train.logs import read_jsonl
+
+    terms = [("loss", "total loss"), ("l_pred", "prediction (L1 / L_motion)"), ("l_st", "affinity L_st"),
+             ("l_var", "variance L_var"), ("pred_std", "std of predicted latents"),
+             ("target_std", "std of target latents")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (key, title) in zip(axes.ravel(), terms):
+        for name, run in runs.items():
+            recs = [r for r in read_jsonl(run / "log.jsonl") if key in r]
+            if recs:
+                ax.plot([r["step"] for r in recs], [r[key] for r in recs], label=LABELS.get(name, name))
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def write_report(p: Pipeline, results: dict, rows: list[dict], runs: dict[str, Path], *, title: str,
+                 comparisons: list[dict]) -> Path:
+    rep = p.out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    loss_curves(runs, rep / "loss_curves.png")
+    ribbons = sorted((p.out / "bench").glob("figures/*/ribbon_*.png")) if (p.out / "bench").exists() else []
+    ribbons = ribbons or sorted(p.out.glob("*/figures/*/ribbon_*.png"))
+    for f in ribbons:
+        shutil.copy2(f, rep / f.name)
+    numbers = {"title": title, "scale": asdict(p.scale), "seed": p.seed, "rows": rows, "comparisons": comparisons,
+               "timings_s": p.timings, "commands": [c for _, c in p.commands]}
+    (rep / "numbers.json").write_text(json.dumps(numbers, indent=1))
+    (rep / "table.md").write_text(table_md(rows) + "\n")
+    md = [f"# {title}", "",
+          "Synthetic surgical videos (`unisurg synth`): 7 Cholec80 phases, some of which differ only in how the "
+          "instruments move. A small video ViT is pretrained on an unlabelled corpus (other videos than the "
+          "benchmark's), then frozen and probed by attentive probes on per-second phase recognition; the probe "
+          "is chosen on the validation videos and reported on the test videos.", "",
+          "## Results (test videos; probe selected on validation)", "",
+          "Mean over test videos, with 95% bootstrap CIs over videos, in percent.", "", table_md(rows), ""]
+    for c in comparisons:
+        verdict = "the confidence intervals do not overlap" if c["ci_separated"] else "the confidence intervals overlap"
+        md.append(f"- {c['a']} vs {c['b']}: {c['metric']} {100 * c['difference']:+.1f} points; {verdict}.")
+    md += ["", "Paper-style numbers (best probe chosen on the test split, as the authors' release does; "
+           "optimistic, for comparison only):", "", table_md(rows, "paper_style"), "",
+           "## Training curves", "", "![loss curves](loss_curves.png)", "",
+           "## Phase ribbons (test videos: ground truth above each model's predictions)", ""]
+    md += [f"![{f.stem}]({f.name})" for f in ribbons] + [""]
+    md += ["## How to reproduce", "", "Each step, exactly as it ran:", ""]
+    for what, line in p.commands:
+        md += [f"- {what}:", "", f"  ```", f"  {line}", f"  ```"]
+    md += ["", "## Time", ""] + [f"- {k}: {v:.1f} s" for k, v in p.timings.items()]
+    md += ["", "All numbers: `numbers.json`; the benchmark's own results, tables (Markdown, CSV, LaTeX) and figures "
+           "are in the benchmark output folder next to this report."]
+    path = rep / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+# -- entry points -----------------------------------------------------------------------------------
+
+def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, title: str, bench_name: str,
+         with_random: bool, comparisons: list[tuple[str, str]]) -> int:
     scale = QUICK if quick else FULL
-    out = Path(out)
     t0 = time.perf_counter()
-    synth_dir, store_dir = out / "synth", out / "store"
-
-    _say(f"1/3 synth: {scale.videos} videos x {scale.seconds:.0f} s at {scale.width}x{scale.height} -> {synth_dir}")
-    summary = generate_dataset(synth_dir, n_videos=scale.videos, seconds=scale.seconds, height=scale.height,
-                               width=scale.width, seed=seed, workers=2, progress=True)
-    _say(f"    {len(summary['videos'])} videos, phases: {', '.join(summary['phases'])}")
-
-    _say(f"2/3 ingest at 1 fps, short side {scale.short_side} -> {store_dir}")
-    items = collect_inputs([str(synth_dir / "videos")], dataset="synthetic", specialty="Laparoscopic cholecystectomy")
-    s = ingest(items, store_dir, IngestParams(fps=1.0, short_side=scale.short_side), workers=2, progress=True)
-    _say("    " + format_summary(s).replace("\n", "\n    "))
-    if not s.ok:
-        return 1
-
-    _say(f"3/3 load {scale.batches} balanced batches of {scale.batch} clips, T={scale.frames}, crop {scale.crop}")
-    ds = ClipDataset(store_dir, ClipSpec(frames=scale.frames, crop=scale.crop, flip=True), seed=seed)
-    sampler = BalancedSampler(ds.datasets, ds.specialties, num_samples=scale.batch * scale.batches, seed=seed)
-    for i, batch in enumerate(make_loader(ds, batch_size=scale.batch, sampler=sampler, workers=1)):
-        _say(f"    batch {i}: {tuple(batch.shape)} {batch.dtype}, mean {batch.mean():+.3f}, std {batch.std():.3f}")
-    _say(f"done in {time.perf_counter() - t0:.1f}s; the store is ready for `unisurg pretrain`")
-    del torch
+    p = Pipeline(out, scale, seed)
+    _say(f"{title}: working folder {out}")
+    p.data()
+    finals = {name: p.pretrain(name, ov) for name, ov in variants.items()}
+    specs = [f"unisurg:{path}?name={LABELS.get(name, name)}" for name, path in finals.items()]
+    if with_random:
+        specs.append(p.random_spec())
+    bench_out = out / bench_name
+    results = p.bench(specs, bench_out)
+    order = [LABELS.get(n, n) for n in variants] + ([LABELS["random"]] if with_random else [])
+    rows = result_rows(results, order)
+    comps = [margin(rows, LABELS[a], LABELS[b]) for a, b in comparisons]
+    report = write_report(p, results, rows, {n: p.runs / n for n in variants}, title=title, comparisons=comps)
+    _say(f"table (test, honest):\n{table_md(rows)}")
+    for c in comps:
+        _say(f"{c['a']} vs {c['b']}: F1 {100 * c['difference']:+.1f} points, CIs "
+             f"{'separated' if c['ci_separated'] else 'overlap'}")
+    _say(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
     return 0
+
+
+def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> int:
+    return _run(Path(out), VARIANTS, quick=quick, seed=seed, title="unisurg demo: UniSurg vs V-JEPA vs untrained",
+                bench_name="bench", with_random=True,
+                comparisons=[("unisurg", "random"), ("unisurg", "vjepa"), ("vjepa", "random")])
+
+
+def run_ablate(out: Path, *, quick: bool = False, seed: int = 0) -> int:
+    return _run(Path(out), ABLATIONS, quick=quick, seed=seed, title="unisurg ablate: each UniSurg component off",
+                bench_name="bench-ablate", with_random=True,
+                comparisons=[("unisurg", k) for k in ABLATIONS if k != "unisurg"] + [("unisurg", "random")])
