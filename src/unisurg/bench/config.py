@@ -27,9 +27,16 @@ class ClipConfig:
     clip_fps: float = 4.0  # frame-store rate for short-clip tasks (actions, skill): T frames spread over the clip
     frame_folder_fps: float | None = None  # rate of a dataset's frame folders; None = the record's fps_source (else 1)
     norm: Literal["backbone", "imagenet"] = "backbone"  # mean/std of the backbone, or ImageNet's
-    augment: Literal["none", "rrc"] = "none"  # training augmentation (needs features.online=true)
+    # training augmentation (needs features.online=true): none; rrc = random-resized crop; paper = the authors'
+    # RandAugment + random-resized crop + random erasing (unisurg.bench.augment)
+    augment: Literal["none", "rrc", "paper"] = "none"
     rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized-crop area range [lo, hi]
     rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # aspect-ratio range [lo, hi]
+    randaug_n: int = 4  # paper: RandAugment ops per clip (drawn with replacement, each applied with p = 0.5)
+    randaug_m: float = 7.0  # paper: RandAugment magnitude, 0..10
+    randaug_mstd: float = 0.5  # paper: std of the per-op magnitude noise (timm "mstd"; 0 = exactly m)
+    randaug_increasing: bool = True  # paper: timm's "inc1" op list (every op stronger with magnitude)
+    erase_prob: float = 0.25  # paper: probability of one random-erasing rectangle per clip
     jpeg_quality: int = 90  # frame-store JPEG quality
 
     def validate(self) -> None:
@@ -43,6 +50,16 @@ class ClipConfig:
             raise ValueError("clip.rrc_scale and clip.rrc_ratio take two numbers [lo, hi]")
         if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
             raise ValueError(f"clip.rrc_scale={self.rrc_scale}: need 0 < lo <= hi <= 1")
+        if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ValueError(f"clip.rrc_ratio={self.rrc_ratio}: need 0 < lo <= hi")
+        if self.randaug_n < 0:
+            raise ValueError(f"clip.randaug_n={self.randaug_n} must be >= 0 (0 = no RandAugment op)")
+        if not 0 <= self.randaug_m <= 10:
+            raise ValueError(f"clip.randaug_m={self.randaug_m} must be in [0, 10] (timm's magnitude scale)")
+        if self.randaug_mstd < 0:
+            raise ValueError(f"clip.randaug_mstd={self.randaug_mstd} must be >= 0")
+        if not 0 <= self.erase_prob <= 1:
+            raise ValueError(f"clip.erase_prob={self.erase_prob} must be a probability in [0, 1]")
 
     @property
     def resize_short(self) -> int:

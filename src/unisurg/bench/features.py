@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.bench.augment import train_augment
 from unisurg.bench.pixels import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
-    random_resized_crop,
     read_frames,
     resize_image,
     to_model_input,
@@ -156,8 +156,9 @@ class Encoder:
         self.forwards = 0
 
     @torch.no_grad()
-    def __call__(self, clips_uint8: torch.Tensor) -> torch.Tensor:
-        x = to_model_input(clips_uint8.to(self.device, non_blocking=True), self.mean, self.std, self.dtype)
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 clips ``[B, T, H, W, 3]`` (or augmented ``float16 [B, T, H, W, 4]``, see ``to_model_input``)."""
+        x = to_model_input(clips.to(self.device, non_blocking=True), self.mean, self.std, self.dtype)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             tokens = self.backbone.model(x)
         self.forwards += 1
@@ -295,11 +296,12 @@ class InMemoryFeatures(Dataset):
 
 class OnlineClips(Dataset):
     """Training pixels with augmentation, for ``features.online=true``: the backbone runs in the
-    training loop (``Encoder`` on each batch), so every epoch sees new random-resized crops.
+    training loop (``Encoder`` on each batch), so every epoch sees new augmentations.
 
     Randomness comes from ``(seed, epoch, index)``: independent of the number of workers.
-    Implemented augmentation: random-resized crop (one box per clip, ``clip.rrc_scale``/``rrc_ratio``).
-    Not implemented: RandAugment and random erasing of the authors' release.
+    ``clip.augment``: ``rrc`` = random-resized crop (one box per clip, ``clip.rrc_scale``/``rrc_ratio``),
+    ``uint8 [T, res, res, 3]``; ``paper`` = the authors' RandAugment + random-resized crop + random erasing
+    (:mod:`unisurg.bench.augment`), ``float16 [T, res, res, 4]`` finished by ``to_model_input`` on the device.
     """
 
     def __init__(self, pixels: ClipPixels, split: SplitData, cfg, seed: int = 0):
@@ -314,8 +316,4 @@ class OnlineClips(Dataset):
     def __getitem__(self, i):
         c = self.cfg.clip
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        aug = None
-        if c.augment == "rrc":
-            def aug(frames):
-                return random_resized_crop(frames, c.res, tuple(c.rrc_scale), tuple(c.rrc_ratio), rng)
-        return torch.from_numpy(self.pixels.one(self.split.refs[i], aug))
+        return torch.from_numpy(self.pixels.one(self.split.refs[i], train_augment(c, rng)))

@@ -16,7 +16,8 @@ frame ``i`` = ``lo + floor((i + 0.5) * n / T)`` (repeats when ``n < T``).
 
 Pixels: frames are stored at short side ``S = round(256 * res / 224)``; a sample is centre-cropped
 to ``res x res`` (or, with training augmentation, one random-resized crop shared by all frames of
-the clip), then normalised with the backbone's (or ImageNet's) mean and std on the device.
+the clip; :mod:`unisurg.bench.augment` for the authors' RandAugment and random erasing), then
+normalised with the backbone's (or ImageNet's) mean and std on the device.
 """
 
 from __future__ import annotations
@@ -114,8 +115,19 @@ def resize_image(img: np.ndarray, res: int, mode: str = "bilinear") -> np.ndarra
 
 
 def to_model_input(clips: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD, dtype=torch.float32) -> torch.Tensor:
-    """uint8 ``[B, T, H, W, 3]`` -> normalised ``[B, 3, T, H, W]`` in ``dtype`` (on ``clips``' device)."""
+    """uint8 ``[B, T, H, W, 3]`` -> normalised ``[B, 3, T, H, W]`` in ``dtype`` (on ``clips``' device).
+
+    Also takes augmented clips ``float16 [B, T, H, W, 4]`` (:func:`unisurg.bench.augment.erase_layer`):
+    where channel 3 is set, channels 0-2 already hold random-erasing noise in the normalised space and are
+    passed through; elsewhere they are pixel values, normalised as above.
+    """
     x = clips.permute(0, 4, 1, 2, 3).float()
+    erased = None
+    if x.shape[1] == 4:
+        x, erased = x[:, :3], x[:, 3:] > 0
     m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
     s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
-    return ((x - m) / s).to(dtype)
+    out = (x - m) / s
+    if erased is not None:
+        out = torch.where(erased, x, out)
+    return out.to(dtype)
