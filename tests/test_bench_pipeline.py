@@ -300,3 +300,19 @@ def test_extract_command_then_bench_reuses_it_and_protocol_options(synth, tmp_pa
     with pytest.raises(BenchError, match="multiple of the tubelet size"):
         run_benchmark([bb], "synthetic", synth, config="tiny", log=lambda s: None,
                       overrides=[f"cache_dir={cache}", "clip.frames=3"])
+
+
+def test_time_pooled_features_are_per_time_step_means_of_the_tokens(synth, tmp_path):
+    """features.mode=time caches [T', D]: each time step's patch tokens averaged (token order t, h, w)."""
+    cache = tmp_path / "cache"
+    common = ["clip.frames=8", f"cache_dir={cache}", "report.bootstrap_n=20", "train.epochs=1"]
+    run_benchmark([BB_A], "synthetic", synth, config="tiny", overrides=common, log=lambda s: None)
+    run_benchmark([BB_A], "synthetic", synth, config="tiny", overrides=common + ["features.mode=time"],
+                  log=lambda s: None)
+    metas = sorted((cache / "features" / "synthetic").rglob("test/meta.json"))
+    shards = [np.load(m.parent / "shard_00000.npy").astype(np.float32) for m in metas]
+    tokens, timed = sorted(shards, key=lambda a: -a.shape[1])  # [n, 4*Hp*Wp, D] and [n, 4, D]
+    assert timed.shape[1] == 4 and tokens.shape[1] % 4 == 0
+    n, N, D = tokens.shape
+    ref = np.stack([[tokens[i, t * (N // 4):(t + 1) * (N // 4)].mean(0) for t in range(4)] for i in range(n)])
+    np.testing.assert_allclose(timed, ref, atol=2e-2)  # both stored as float16

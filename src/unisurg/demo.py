@@ -48,38 +48,53 @@ class DemoScale:
     extra_pretrain: tuple[str, ...] = field(default_factory=tuple)
 
 
-_ARCH = {"encoder": "tiny", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "sincos",
+_ARCH = {"encoder": "tiny", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "rope",
          "predictor_dim": 64, "predictor_depth": 2, "predictor_heads": 2}
 
-FULL = DemoScale(bench_videos=20, corpus_videos=24, seconds=60, width=160, height=120, short_side=64, frames=16,
-                 crop=64, encoder=_ARCH, steps=600, batch=16, lr=1e-3, ema=0.99,
-                 probe={"probe.depth": 1, "probe.heads": 4, "train.epochs": 20, "train.batch_size": 16,
-                        "train.lrs": "[3e-3,1e-3,3e-4]", "train.wds": "[0.01,0.1]"},
+# The probe of the demo: one cross-attention block over the time-step tokens (each time step's
+# patch tokens averaged; temporal order kept). Chosen on the validation videos of development
+# runs: with ~700 labelled clips, a probe over all 128 patch tokens memorises pixel-level
+# appearance (random-init features are close to projections of the pixels; their training loss
+# fell to 0.3 while validation stayed low) and hides what the encoders learnt; the benchmark's
+# default remains the paper's all-token, 4-block probe.
+_DEMO_PROBE = {"probe.depth": 1, "probe.heads": 4, "features.mode": "time", "train.epochs": 40,
+               "train.batch_size": 16, "train.lrs": "[1e-2,3e-3,1e-3]", "train.wds": "[0.01,0.1]"}
+
+FULL = DemoScale(bench_videos=60, corpus_videos=32, seconds=45, width=160, height=120, short_side=64, frames=16,
+                 crop=64, encoder=_ARCH, steps=1500, batch=16, lr=1e-3, ema=0.99, probe=_DEMO_PROBE,
                  bootstrap_n=1000)
 QUICK = DemoScale(bench_videos=5, corpus_videos=3, seconds=16, width=96, height=64, short_side=32, frames=8,
                   crop=32, encoder={**_ARCH, "embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8,
                                     "predictor_dim": 32},
                   steps=8, batch=4, lr=1e-3, ema=0.99,
-                  probe={"probe.depth": 1, "probe.heads": 2, "train.epochs": 2, "train.batch_size": 8,
+                  probe={**_DEMO_PROBE, "probe.heads": 2, "train.epochs": 2, "train.batch_size": 8,
                          "train.lrs": "[1e-3]", "train.wds": "[0.01]"},
                   bootstrap_n=100, threads=1, workers=1)
 
-# name -> loss overrides; "unisurg" is the paper's objective (all terms on, defaults of SPEC section 3)
+# name -> loss overrides. "unisurg" is the paper's objective (all terms on, SPEC section 3) except
+# sigma0: the variance hinge pulls each channel's std of the predicted latents up to sigma0, but
+# the layer-normed targets of this small encoder have a per-channel std of only ~0.5-0.7 (see
+# "std of target latents" in the report), so the paper's sigma0 = 1 makes predictions more
+# spread than their targets and fights the L1 term (in development runs L_pred rose again after
+# ~350 steps). sigma0 = 0.5 matches the targets' scale (validation F1 0.27 -> 0.36 in those runs).
+_UNISURG = ["loss.sigma0=0.5"]
 VARIANTS = {
-    "unisurg": [],
+    "unisurg": _UNISURG,
     "vjepa": ["loss.objective=vjepa"],
 }
 ABLATIONS = {
-    "unisurg": [],
-    "no-motion-weighting": ["loss.motion_weighting=false"],
-    "no-affinity": ["loss.affinity=false"],
-    "no-variance": ["loss.variance=false"],
-    "motion-scope-topk": ["loss.motion_scope=topk"],
+    "unisurg": _UNISURG,
+    "no-motion-weighting": [*_UNISURG, "loss.motion_weighting=false"],
+    "no-affinity": [*_UNISURG, "loss.affinity=false"],
+    "no-variance": [*_UNISURG, "loss.variance=false"],
+    "motion-scope-topk": [*_UNISURG, "loss.motion_scope=topk"],
+    "paper-sigma0": [],
     "vjepa": ["loss.objective=vjepa"],
 }
 LABELS = {"unisurg": "UniSurg", "vjepa": "V-JEPA (plain)", "random": "Random init",
           "no-motion-weighting": "UniSurg - motion weighting", "no-affinity": "UniSurg - affinity distillation",
-          "no-variance": "UniSurg - variance reg.", "motion-scope-topk": "UniSurg, motion_scope=topk"}
+          "no-variance": "UniSurg - variance reg.", "motion-scope-topk": "UniSurg, motion_scope=topk",
+          "paper-sigma0": "UniSurg, sigma0=1 (paper)"}
 
 
 def _say(msg: str) -> None:

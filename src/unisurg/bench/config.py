@@ -117,7 +117,9 @@ class TrainConfig:
 
 @dataclass
 class FeatureConfig:
-    mode: Literal["tokens", "pooled"] = "tokens"  # all patch tokens [N, D], or their mean [D]
+    # all patch tokens [N, D] (the paper's protocol); their mean [D]; or "time": the mean of each time
+    # step's patch tokens [T', D] (temporal order kept, spatial detail pooled; cheap probes on CPU)
+    mode: Literal["tokens", "pooled", "time"] = "tokens"
     dtype: Literal["float16", "float32"] = "float16"  # on-disk dtype of cached features
     cache: bool = True  # write/reuse the frozen features on disk
     online: bool = False  # run the backbone during probe training (needed for augmentation)

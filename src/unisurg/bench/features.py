@@ -149,7 +149,7 @@ class Encoder:
         self.mean, self.std = norm_stats(cfg, backbone)
         if mean is not None:  # the statistics a saved probe was trained with
             self.mean, self.std = mean, std
-        self.pooled = cfg.features.mode == "pooled"
+        self.mode = cfg.features.mode
         self.amp = cfg.train.amp and device.type == "cuda"
         p = next(iter(backbone.model.parameters()), None)
         self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -166,7 +166,15 @@ class Encoder:
             tokens = tokens[-1]
         if tokens.dim() != 3:
             raise FeatureCacheError(f"backbone {self.backbone.name} returned shape {tuple(tokens.shape)}; expected [B, N, D]")
-        return tokens.float().mean(dim=1) if self.pooled else tokens.float()
+        tokens = tokens.float()
+        if self.mode == "pooled":
+            return tokens.mean(dim=1)
+        if self.mode == "time":  # token order is (t, h, w): mean over each time step's patches
+            steps = x.shape[2] // self.backbone.tubelet_size
+            if tokens.shape[1] % steps:
+                raise FeatureCacheError(f"features.mode=time: {tokens.shape[1]} tokens do not split into {steps} time steps")
+            return tokens.view(tokens.shape[0], steps, -1, tokens.shape[2]).mean(dim=2)
+        return tokens
 
 
 # -- the cache --------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def split_features(prep: Prepared, fold: Fold, backbone, encoder: Encoder, cfg: 
                    log: Callable[[str], None]) -> dict[str, object]:
     """Per split, a dataset of frozen features (cached on disk unless ``features.cache=false``)."""
     grid = check_protocol(prep.task, backbone, cfg)
-    per_sample = backbone.embed_dim * (1 if cfg.features.mode == "pooled" else int(np.prod(grid)))
+    per_sample = backbone.embed_dim * {"pooled": 1, "time": grid[0]}.get(cfg.features.mode, int(np.prod(grid)))
     per_sample *= 2 if cfg.features.dtype == "float16" else 4
     pixels = ClipPixels(prep.store, prep.ids, cfg.clip.res, image_frames(backbone))
     meta = {"backbone": {"spec": backbone.spec, "name": backbone.name, "fingerprint": backbone.fingerprint},

@@ -149,3 +149,11 @@ def init_vit_weights(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02
     for layer_id, blk in enumerate(blocks, start=1):
         blk.attn.proj.weight.div_((2.0 * layer_id) ** 0.5)
         blk.mlp.fc2.weight.div_((2.0 * layer_id) ** 0.5)
+
+
+def block_stack(dim: int, depth: int, num_heads: int, mlp_hidden_dim: int, *, qkv_bias: bool, norm_eps: float,
+                drop_path_rate: float) -> nn.ModuleList:
+    """``depth`` pre-norm blocks with a linear stochastic-depth ramp from 0 to ``drop_path_rate``."""
+    rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+    return nn.ModuleList([Block(dim, num_heads, mlp_hidden_dim, qkv_bias=qkv_bias, norm_eps=norm_eps, drop_path=r)
+                          for r in rates])

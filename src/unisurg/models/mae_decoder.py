@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unisurg.models.blocks import Block, init_vit_weights, key_padding_mask, run_blocks
+from unisurg.models.blocks import Block, init_vit_weights
+from unisurg.models.predictor import run_context_and_targets
 from unisurg.models.pos_embed import SinCos3D
-from unisurg.models.rope import ROPE_VARIANTS, rope_cos_sin
+from unisurg.models.rope import ROPE_VARIANTS
 from unisurg.models.vit import POS_EMBED_TYPES, VideoViT, _config_from_dict
 
 
@@ -104,20 +105,6 @@ class MAEDecoder(nn.Module):
             raise ValueError(f"target_idx must be [B={b}, Nt], got {tuple(target_idx.shape)}")
         ctx = self.decoder_embed(z)
         tgt = self.mask_token.expand(b, target_idx.shape[1], -1)
-        if self.sincos is not None:
-            table = self.sincos(tuple(grid), ctx.device, self.decoder_embed.weight.dtype)
-            ctx = ctx + table[context_idx]
-            tgt = tgt + table[target_idx]
-        x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)
-        rope = None
-        if self.config.pos_embed == "rope":
-            idx = torch.cat([context_idx, target_idx], dim=1)
-            rope = rope_cos_sin(idx, tuple(grid), self.config.decoder_dim // self.config.num_heads,
-                                self.config.rope_variant)
-        valid = None
-        if context_valid is not None or target_valid is not None:
-            cv = context_valid if context_valid is not None else torch.ones_like(context_idx, dtype=torch.bool)
-            tv = target_valid if target_valid is not None else torch.ones_like(target_idx, dtype=torch.bool)
-            valid = torch.cat([cv, tv], dim=1)
-        x, _ = run_blocks(self.blocks, x, rope, key_padding_mask(valid), checkpoint=self.config.act_checkpoint)
+        x = run_context_and_targets(self.blocks, ctx, tgt, context_idx, target_idx, grid, self.sincos, self.config,
+                                    context_valid, target_valid, self.decoder_embed.weight.dtype)
         return self.head(self.norm(x[:, nc:]))

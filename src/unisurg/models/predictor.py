@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unisurg.models.blocks import Block, init_vit_weights, key_padding_mask, run_blocks
+from unisurg.models.blocks import block_stack, init_vit_weights, key_padding_mask, run_blocks
 from unisurg.models.pos_embed import SinCos3D
 from unisurg.models.rope import ROPE_VARIANTS, rope_cos_sin
 from unisurg.models.vit import POS_EMBED_TYPES, _config_from_dict, replace_config
@@ -79,20 +79,8 @@ class VideoPredictor(nn.Module):
             [nn.Parameter(torch.zeros(1, 1, c.predictor_dim)) for _ in range(c.num_mask_tokens)]
         )
         self.sincos = SinCos3D(c.predictor_dim, c.sincos_uniform_power) if c.pos_embed == "sincos" else None
-        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth ramp
-        self.predictor_blocks = nn.ModuleList(
-            [
-                Block(
-                    c.predictor_dim,
-                    c.num_heads,
-                    c.mlp_hidden_dim,
-                    qkv_bias=c.qkv_bias,
-                    norm_eps=c.norm_eps,
-                    drop_path=rates[i],
-                )
-                for i in range(c.depth)
-            ]
-        )
+        self.predictor_blocks = block_stack(c.predictor_dim, c.depth, c.num_heads, c.mlp_hidden_dim,
+                                            qkv_bias=c.qkv_bias, norm_eps=c.norm_eps, drop_path_rate=c.drop_path_rate)
         self.predictor_norm = nn.LayerNorm(c.predictor_dim, eps=c.norm_eps)
         self.predictor_proj = nn.Linear(c.predictor_dim, c.embed_dim)
         init_vit_weights(self, self.predictor_blocks, c.init_std)
@@ -132,23 +120,32 @@ class VideoPredictor(nn.Module):
         nt = target_idx.shape[1]
         ctx = self.predictor_embed(z)
         tgt = self.mask_tokens[mask_index % len(self.mask_tokens)].expand(b, nt, -1)
-        if self.sincos is not None:
-            table = self.sincos(tuple(grid), ctx.device, self.predictor_embed.weight.dtype)
-            ctx = ctx + table[context_idx]
-            tgt = tgt + table[target_idx]
-        x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)
-        rope = None
-        if self.config.pos_embed == "rope":
-            idx = torch.cat([context_idx, target_idx], dim=1)
-            rope = rope_cos_sin(idx, tuple(grid), self.config.predictor_dim // self.config.num_heads,
-                                self.config.rope_variant)
-        valid = None
-        if context_valid is not None or target_valid is not None:
-            cv = context_valid if context_valid is not None else torch.ones_like(context_idx, dtype=torch.bool)
-            tv = target_valid if target_valid is not None else torch.ones_like(target_idx, dtype=torch.bool)
-            valid = torch.cat([cv, tv], dim=1)
-        x, _ = run_blocks(
-            self.predictor_blocks, x, rope, key_padding_mask(valid), checkpoint=self.config.act_checkpoint
-        )
+        x = run_context_and_targets(self.predictor_blocks, ctx, tgt, context_idx, target_idx, grid, self.sincos,
+                                    self.config, context_valid, target_valid, self.predictor_embed.weight.dtype)
         x = self.predictor_norm(x[:, nc:])
         return self.predictor_proj(x)
+
+
+def run_context_and_targets(blocks, ctx: torch.Tensor, tgt: torch.Tensor, context_idx: torch.Tensor,
+                            target_idx: torch.Tensor, grid, sincos, config, context_valid: torch.Tensor | None,
+                            target_valid: torch.Tensor | None, pos_dtype: torch.dtype) -> torch.Tensor:
+    """The blocks over ``[context tokens; target (mask) tokens]``, each placed at its token index
+    by sin-cos or RoPE positions; padded entries masked out of attention. Shared by the V-JEPA
+    predictor and the SurgRec-MAE decoder. ``config`` gives pos_embed, num_heads, rope_variant,
+    act_checkpoint; the width is ``ctx``'s; ``pos_dtype`` that of the sin-cos table (the weights')."""
+    if sincos is not None:
+        table = sincos(tuple(grid), ctx.device, pos_dtype)
+        ctx = ctx + table[context_idx]
+        tgt = tgt + table[target_idx]
+    x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)
+    rope = None
+    if config.pos_embed == "rope":
+        idx = torch.cat([context_idx, target_idx], dim=1)
+        rope = rope_cos_sin(idx, tuple(grid), ctx.shape[-1] // config.num_heads, config.rope_variant)
+    valid = None
+    if context_valid is not None or target_valid is not None:
+        cv = context_valid if context_valid is not None else torch.ones_like(context_idx, dtype=torch.bool)
+        tv = target_valid if target_valid is not None else torch.ones_like(target_idx, dtype=torch.bool)
+        valid = torch.cat([cv, tv], dim=1)
+    x, _ = run_blocks(blocks, x, rope, key_padding_mask(valid), checkpoint=config.act_checkpoint)
+    return x

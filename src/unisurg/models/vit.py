@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unisurg.models.blocks import Block, init_vit_weights, key_padding_mask, run_blocks
+from unisurg.models.blocks import block_stack, init_vit_weights, key_padding_mask, run_blocks
 from unisurg.models.pos_embed import SinCos3D
 from unisurg.models.rope import ROPE_VARIANTS, rope_cos_sin
 
@@ -132,20 +132,8 @@ class VideoViT(nn.Module):
         self.tubelet_size = c.tubelet_size
         self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.tubelet_size, c.patch_size)
         self.sincos = SinCos3D(c.embed_dim, c.sincos_uniform_power) if c.pos_embed == "sincos" else None
-        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth ramp
-        self.blocks = nn.ModuleList(
-            [
-                Block(
-                    c.embed_dim,
-                    c.num_heads,
-                    c.mlp_hidden_dim,
-                    qkv_bias=c.qkv_bias,
-                    norm_eps=c.norm_eps,
-                    drop_path=rates[i],
-                )
-                for i in range(c.depth)
-            ]
-        )
+        self.blocks = block_stack(c.embed_dim, c.depth, c.num_heads, c.mlp_hidden_dim, qkv_bias=c.qkv_bias,
+                                  norm_eps=c.norm_eps, drop_path_rate=c.drop_path_rate)
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
         init_vit_weights(self, self.blocks, c.init_std)
 
