@@ -141,6 +141,20 @@ def batch_groups(refs: list[SampleRef], start: int, stop: int, batch_size: int) 
 # -- the backbone forward ---------------------------------------------------------------------
 
 
+def frozen_tokens(backbone, clips: torch.Tensor, device: torch.device, dtype: torch.dtype, mean, std,
+                  amp: bool) -> torch.Tensor:
+    """uint8 clips ``[B, T, H, W, 3]`` (or augmented, see ``to_model_input``) -> float32 tokens
+    ``[B, N, D]`` of the frozen backbone; normalisation happens on the device."""
+    x = to_model_input(clips.to(device, non_blocking=True), mean, std, dtype)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        tokens = backbone.model(x)
+    if isinstance(tokens, (list, tuple)):
+        tokens = tokens[-1]
+    if tokens.dim() != 3:
+        raise FeatureCacheError(f"backbone {backbone.name} returned shape {tuple(tokens.shape)}; expected [B, N, D]")
+    return tokens.float()
+
+
 class Encoder:
     """uint8 clips -> frozen features on the device (normalise, forward, optional mean pooling)."""
 
@@ -158,19 +172,12 @@ class Encoder:
     @torch.no_grad()
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 clips ``[B, T, H, W, 3]`` (or augmented ``float16 [B, T, H, W, 4]``, see ``to_model_input``)."""
-        x = to_model_input(clips.to(self.device, non_blocking=True), self.mean, self.std, self.dtype)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            tokens = self.backbone.model(x)
+        tokens = frozen_tokens(self.backbone, clips, self.device, self.dtype, self.mean, self.std, self.amp)
         self.forwards += 1
-        if isinstance(tokens, (list, tuple)):
-            tokens = tokens[-1]
-        if tokens.dim() != 3:
-            raise FeatureCacheError(f"backbone {self.backbone.name} returned shape {tuple(tokens.shape)}; expected [B, N, D]")
-        tokens = tokens.float()
         if self.mode == "pooled":
             return tokens.mean(dim=1)
         if self.mode == "time":  # token order is (t, h, w): mean over each time step's patches
-            steps = x.shape[2] // self.backbone.tubelet_size
+            steps = clips.shape[1] // self.backbone.tubelet_size
             if tokens.shape[1] % steps:
                 raise FeatureCacheError(f"features.mode=time: {tokens.shape[1]} tokens do not split into {steps} time steps")
             return tokens.view(tokens.shape[0], steps, -1, tokens.shape[2]).mean(dim=2)

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from unisurg.bench.pixels import center_crop, read_frames, to_model_input
+from unisurg.bench.features import FeatureCacheError, frozen_tokens
+from unisurg.bench.pixels import center_crop, read_frames
 from unisurg.curate.corpus_files import CurationError, curation_dir, read_json, video_signature, write_json_atomic
 from unisurg.data.clips import ClipDataset, ClipSpec, clip_frame_indices, resize_short_side
 from unisurg.data.store import FrameStore, StoreError
@@ -297,15 +298,13 @@ class ClipEmbedder:
 
     @torch.inference_mode()
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        x = to_model_input(clips.to(self.device, non_blocking=True), self.backbone.mean, self.backbone.std, self.dtype)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            tokens = self.backbone.model(x)
+        try:
+            tokens = frozen_tokens(self.backbone, clips, self.device, self.dtype, self.backbone.mean,
+                                   self.backbone.std, self.amp)
+        except FeatureCacheError as e:
+            raise CurationError(str(e)) from None
         self.forwards += 1
-        if isinstance(tokens, (list, tuple)):
-            tokens = tokens[-1]
-        if tokens.dim() != 3:
-            raise CurationError(f"backbone {self.backbone.name} returned shape {tuple(tokens.shape)}; expected [B, N, D]")
-        return tokens.float().mean(dim=1)
+        return tokens.mean(dim=1)
 
 
 @dataclass
