@@ -129,7 +129,7 @@ class Pipeline:
     # -- the steps -------------------------------------------------------------------------------
     def data(self) -> None:
         s = self.scale
-        size = ["--width", s.width, "--height", s.height, "--seconds", s.seconds, "--workers", s.workers, "--quiet"]
+        size = ["--width", s.width, "--height", s.height, "--seconds", s.seconds, "--workers", s.workers]
         self.cli("synthetic benchmark (labelled)", ["synth", "--out", self.bench_dir, "--videos", s.bench_videos,
                                                      "--seed", self.seed, *size])
         self.cli("synthetic pretraining corpus (unlabelled, other seed)",
@@ -137,7 +137,7 @@ class Pipeline:
         self.cli("ingest the corpus at 1 fps", ["ingest", self.corpus_dir / "videos", "--out", self.store,
                                                  "--short-side", s.short_side, "--dataset", "synthetic-corpus",
                                                  "--specialty", "Laparoscopic cholecystectomy",
-                                                 "--workers", s.workers, "--quiet"])
+                                                 "--workers", s.workers])
         self.cli("leakage check: corpus vs the benchmark's test videos",
                  ["curate", "leakage", self.store, "--benchmark", f"synthetic:{self.bench_dir}", "--quiet"])
 
@@ -175,7 +175,7 @@ class Pipeline:
         argv = ["bench", "--dataset", "synthetic", "--root", self.bench_dir, "--out", out, "--config", "tiny",
                 f"clip.frames={s.frames}", f"clip.res={s.crop}", f"clip.short_side={s.short_side}",
                 f"cache_dir={self.out / 'cache'}", f"report.bootstrap_n={s.bootstrap_n}",
-                f"train.seed={self.seed}", *[f"{k}={v}" for k, v in s.probe.items()], "--quiet"]
+                f"train.seed={self.seed}", *[f"{k}={v}" for k, v in s.probe.items()]]
         for b in backbones:
             argv[1:1] = ["--backbone", b]
         self.cli("benchmark: attentive probes on frozen encoders", argv)
