@@ -30,3 +30,16 @@ def test_quick_demo_runs_end_to_end_and_repeats_exactly(tmp_path):
     # rerun in place: every step's output is reused
     assert main(["demo", "--quick", "--out", str(a)]) == 0
     assert json.loads((rep / "numbers.json").read_text())["rows"] == numbers["rows"]
+
+
+@pytest.mark.slow
+def test_quick_ablate_gives_one_row_per_component(tmp_path):
+    from unisurg.demo import ABLATIONS, LABELS
+
+    assert main(["ablate", "--quick", "--out", str(tmp_path)]) == 0
+    numbers = json.loads((tmp_path / "report-ablate" / "numbers.json").read_text())
+    assert [r["model"] for r in numbers["rows"]] == [LABELS[k] for k in ABLATIONS] + ["Random init"]
+    configs = {k: (tmp_path / "runs" / k / "config.yaml").read_text() for k in ABLATIONS}
+    assert "motion_weighting: false" in configs["no-motion-weighting"]
+    assert "affinity: false" in configs["no-affinity"] and "variance: false" in configs["no-variance"]
+    assert "motion_scope: topk" in configs["motion-scope-topk"] and "objective: vjepa" in configs["vjepa"]

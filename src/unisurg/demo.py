@@ -244,13 +244,12 @@ def loss_curves(runs: dict[str, Path], png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(p: Pipeline, results: dict, rows: list[dict], runs: dict[str, Path], *, title: str,
-                 comparisons: list[dict]) -> Path:
-    rep = p.out / "report"
+def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str, Path], *, title: str,
+                 comparisons: list[dict], report_name: str) -> Path:
+    rep = p.out / report_name
     rep.mkdir(parents=True, exist_ok=True)
     loss_curves(runs, rep / "loss_curves.png")
-    ribbons = sorted((p.out / "bench").glob("figures/*/ribbon_*.png")) if (p.out / "bench").exists() else []
-    ribbons = ribbons or sorted(p.out.glob("*/figures/*/ribbon_*.png"))
+    ribbons = sorted(bench_out.glob("figures/*/ribbon_*.png"))
     for f in ribbons:
         shutil.copy2(f, rep / f.name)
     numbers = {"title": title, "scale": asdict(p.scale), "seed": p.seed, "rows": rows, "comparisons": comparisons,
@@ -286,7 +285,7 @@ def write_report(p: Pipeline, results: dict, rows: list[dict], runs: dict[str, P
 # -- entry points -----------------------------------------------------------------------------------
 
 def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, title: str, bench_name: str,
-         with_random: bool, comparisons: list[tuple[str, str]]) -> int:
+         report_name: str, with_random: bool, comparisons: list[tuple[str, str]]) -> int:
     scale = QUICK if quick else FULL
     t0 = time.perf_counter()
     p = Pipeline(out, scale, seed)
@@ -301,7 +300,8 @@ def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, t
     order = [LABELS.get(n, n) for n in variants] + ([LABELS["random"]] if with_random else [])
     rows = result_rows(results, order)
     comps = [margin(rows, LABELS[a], LABELS[b]) for a, b in comparisons]
-    report = write_report(p, results, rows, {n: p.runs / n for n in variants}, title=title, comparisons=comps)
+    report = write_report(p, bench_out, rows, {n: p.runs / n for n in variants}, title=title, comparisons=comps,
+                          report_name=report_name)
     _say(f"table (test, honest):\n{table_md(rows)}")
     for c in comps:
         _say(f"{c['a']} vs {c['b']}: F1 {100 * c['difference']:+.1f} points, CIs "
@@ -312,11 +312,11 @@ def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, t
 
 def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> int:
     return _run(Path(out), VARIANTS, quick=quick, seed=seed, title="unisurg demo: UniSurg vs V-JEPA vs untrained",
-                bench_name="bench", with_random=True,
+                bench_name="bench", report_name="report", with_random=True,
                 comparisons=[("unisurg", "random"), ("unisurg", "vjepa"), ("vjepa", "random")])
 
 
 def run_ablate(out: Path, *, quick: bool = False, seed: int = 0) -> int:
     return _run(Path(out), ABLATIONS, quick=quick, seed=seed, title="unisurg ablate: each UniSurg component off",
-                bench_name="bench-ablate", with_random=True,
+                bench_name="bench-ablate", report_name="report-ablate", with_random=True,
                 comparisons=[("unisurg", k) for k in ABLATIONS if k != "unisurg"] + [("unisurg", "random")])
