@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.atomic_files import save_npy_atomic
 from unisurg.bench.augment import train_augment
 from unisurg.bench.pixels import (
     IMAGENET_MEAN,
@@ -221,15 +222,6 @@ class FeatureSet(Dataset):
         return state
 
 
-def _write_atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_atomic_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
@@ -284,7 +276,7 @@ def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder
             pending.setdefault(k, []).append(feats)
             remaining[k] -= 1
             if remaining[k] == 0:
-                _write_atomic_npy(folder / f"shard_{k:05d}.npy", np.concatenate(pending.pop(k)))
+                save_npy_atomic(folder / f"shard_{k:05d}.npy", np.concatenate(pending.pop(k)))
     _write_atomic_json(folder / "complete.json", {"n": len(split), "finished": time.time()})
     return FeatureSet(folder)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.atomic_files import save_npy_atomic
 from unisurg.bench.features import FeatureCacheError, frozen_tokens
 from unisurg.bench.pixels import center_crop, read_frames
 from unisurg.curate.corpus_files import CurationError, curation_dir, read_json, video_signature, write_json_atomic
@@ -119,13 +119,6 @@ def plan_samples(store: FrameStore, protocol: EmbedProtocol) -> dict[str, np.nda
 # -- the on-disk index ------------------------------------------------------------------------
 
 
-def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _npy_rows(path: Path) -> int | None:
@@ -211,7 +204,7 @@ class EmbeddingIndex:
         """Write ``samples.npy`` then ``index.json`` (both atomic) and return the reopened index."""
         folder.mkdir(parents=True, exist_ok=True)
         samples = np.ascontiguousarray(samples, dtype=np.int64).reshape(-1, 2)
-        _save_npy_atomic(folder / SAMPLES_NAME, samples)
+        save_npy_atomic(folder / SAMPLES_NAME, samples)
         doc = {**meta, "format": EMBED_FORMAT, "version": 1, "n": len(samples), "videos": videos, "shards": shards}
         write_json_atomic(folder / INDEX_NAME, doc, indent=None)
         return EmbeddingIndex(folder)
@@ -255,7 +248,7 @@ class EmbeddingIndex:
         if array.ndim != 2 or array.shape[0] != s["stop"] - s["start"]:
             raise ValueError(f"shard {k} needs {s['stop'] - s['start']} rows, got array of shape {array.shape}")
         path = self.shard_path(k)
-        _save_npy_atomic(path, array)
+        save_npy_atomic(path, array)
         return path
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
+from unisurg.atomic_files import write_atomic
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
 
 MAGIC = b"UJPK0001"
@@ -37,18 +38,16 @@ class StoreError(RuntimeError):
 
 def write_pack(path: Path, jpegs: list[bytes], height: int, width: int) -> None:
     """Write a frame pack atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.zeros(len(jpegs) + 1, dtype="<i8")
     np.cumsum([len(j) for j in jpegs], out=offsets[1:])
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+
+    def write(f):
         f.write(_HEADER.pack(MAGIC, len(jpegs), height, width, 0))
         f.write(offsets.tobytes())
         for j in jpegs:
             f.write(j)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    write_atomic(path, write)
 
 
 @dataclass
