@@ -12,6 +12,17 @@ import torch
 torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# tiny random backbones for the benchmark tests
+BB_A = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
+BB_B = "random:tiny@1?embed_dim=32&depth=1&num_heads=2"
+
+
+def bench_cli(*argv: str) -> int:
+    """``unisurg bench|extract|predict|embed ...`` through the same parser as the command line."""
+    from unisurg.cli import build_parser
+
+    a = build_parser().parse_args(list(argv))
+    return a.func(a)
 
 
 def write_video(path: Path, n_frames: int = 50, fps: int = 25, size: tuple[int, int] = (64, 96),

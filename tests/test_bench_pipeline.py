@@ -4,7 +4,6 @@ selection on validation only, and the clip protocol."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -14,22 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from unisurg.bench.command import add_parser
+from conftest import BB_A, BB_B, bench_cli as cli
 from unisurg.bench.datasets import PhaseVideo
 from unisurg.bench.frames import resample_folder_indices
 from unisurg.bench.pixels import per_second_indices, spread_indices
 from unisurg.bench.runner import BenchError, carve_validation, run_benchmark
 
 torch.set_num_threads(1)
-BB_A = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
-BB_B = "random:tiny@1?embed_dim=32&depth=1&num_heads=2"
-
-
-def cli(*argv: str) -> int:
-    p = argparse.ArgumentParser(prog="unisurg")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    a = p.parse_args(list(argv))
-    return a.func(a)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,24 @@ def test_quick_demo_runs_end_to_end_and_repeats_exactly(tmp_path):
     assert main(["demo", "--quick", "--out", str(b)]) == 0
     again = json.loads((b / "report" / "numbers.json").read_text())
     assert again["rows"] == numbers["rows"]
-    # rerun in place: every step's output is reused
+    # rerun in place: pretraining is reused (same command), the numbers stay
+    weights = a / "runs" / "unisurg" / "final" / "weights.safetensors"
+    before = weights.stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(a)]) == 0
+    assert weights.stat().st_mtime_ns == before
     assert json.loads((rep / "numbers.json").read_text())["rows"] == numbers["rows"]
+    # another seed in the same folder stops at synth with a clear error, nothing mixed
+    assert main(["demo", "--quick", "--out", str(a), "--seed", "1"]) == 1
+
+def test_synth_refuses_a_folder_made_with_other_parameters(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path), "--videos", "1", "--seconds", "8", "--width", "64", "--height", "48",
+            "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["--seed", "1"]) == 2
+    assert "other parameters" in capsys.readouterr().err
+    assert main(args + ["--seed", "1", "--overwrite"]) == 0
+    assert '"seed": 1' in (tmp_path / "synth.json").read_text()
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ trained the probe, an independent pixel-pipeline reference, and the refusal of a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -12,19 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from unisurg.bench.command import add_parser
+from conftest import BB_A, BB_B, bench_cli as cli
 from unisurg.bench.predict import ProbeFormatError, ProbeMismatchError, embed_video, predict_video
 
 torch.set_num_threads(1)
-BB_A = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
-BB_B = "random:tiny@1?embed_dim=32&depth=1&num_heads=2"
-
-
-def cli(*argv: str) -> int:
-    p = argparse.ArgumentParser(prog="unisurg")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    a = p.parse_args(list(argv))
-    return a.func(a)
 
 
 @pytest.fixture(scope="module")

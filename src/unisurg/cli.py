@@ -27,6 +27,7 @@ def _add_synth(sub):
     p.add_argument("--fps", type=_positive_int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other parameters")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_synth)
 
@@ -34,8 +35,13 @@ def _add_synth(sub):
 def _run_synth(a) -> int:
     from unisurg.data.synth import generate_dataset
 
-    summary = generate_dataset(a.out, n_videos=a.videos, seconds=a.seconds, height=a.height, width=a.width,
-                               fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet)
+    try:
+        summary = generate_dataset(a.out, n_videos=a.videos, seconds=a.seconds, height=a.height, width=a.width,
+                                   fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet,
+                                   overwrite=a.overwrite)
+    except ValueError as e:  # bad sizes, or a folder holding other data
+        print(f"unisurg synth: error: {e}", file=sys.stderr)
+        return 2
     n = len(summary.get("videos", []))
     print(f"wrote {n} synthetic videos with Cholec80-format annotations to {a.out}")
     return 0
@@ -115,9 +121,13 @@ def _add_demo(sub):
 
 
 def _run_demo(a) -> int:
-    from unisurg.demo import run_demo
+    from unisurg.demo import DemoStepError, run_demo
 
-    return run_demo(a.out, quick=a.quick, seed=a.seed)
+    try:
+        return run_demo(a.out, quick=a.quick, seed=a.seed)
+    except DemoStepError as e:
+        print(f"unisurg demo: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _add_ablate(sub):
@@ -130,9 +140,13 @@ def _add_ablate(sub):
 
 
 def _run_ablate(a) -> int:
-    from unisurg.demo import run_ablate
+    from unisurg.demo import DemoStepError, run_ablate
 
-    return run_ablate(a.out, quick=a.quick, seed=a.seed)
+    try:
+        return run_ablate(a.out, quick=a.quick, seed=a.seed)
+    except DemoStepError as e:
+        print(f"unisurg ablate: error: {e}", file=sys.stderr)
+        return 1
 
 
 # -- main -----------------------------------------------------------------------------------

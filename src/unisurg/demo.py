@@ -22,7 +22,7 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -45,7 +45,6 @@ class DemoScale:
     bootstrap_n: int
     threads: int = 2
     workers: int = 2
-    extra_pretrain: tuple[str, ...] = field(default_factory=tuple)
 
 
 _ARCH = {"encoder": "tiny", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "rope",
@@ -97,6 +96,10 @@ LABELS = {"unisurg": "UniSurg", "vjepa": "V-JEPA (plain)", "random": "Random ini
           "paper-sigma0": "UniSurg, sigma0=1 (paper)"}
 
 
+class DemoStepError(RuntimeError):
+    """A step of the demo failed; its own error was printed above."""
+
+
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
@@ -123,7 +126,7 @@ class Pipeline:
         code = main([str(a) for a in argv])
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
         if code not in ok_codes:
-            raise RuntimeError(f"step '{what}' failed (exit {code}): {line}")
+            raise DemoStepError(f"step '{what}' failed (exit {code}): {line}")
         return code
 
     # -- the steps -------------------------------------------------------------------------------
@@ -147,12 +150,6 @@ class Pipeline:
     def pretrain(self, name: str, loss_overrides: list[str]) -> Path:
         s = self.scale
         run = self.runs / name
-        if (run / "final" / "unisurg.json").exists():
-            _say(f"pretrain {name}: reusing {run / 'final'}")
-            self.commands.append((f"pretrain {name} (reused)", "(output already present)"))
-            return run / "final"
-        if run.exists():
-            shutil.rmtree(run)  # an interrupted run of a changed config; the demo's runs are short
         argv = ["pretrain", "--config", "tiny", "--out", run, f"data.stores=[{self.store}]",
                 f"data.frames={s.frames}", f"data.crop={s.crop}", "data.flip=true", "data.workers=0",
                 *self.arch_overrides(), f"schedule.global_batch_size={s.batch}", "schedule.epochs=1000",
@@ -160,8 +157,17 @@ class Pipeline:
                 f"optim.warmup_steps={max(1, min(20, s.steps // 4))}", f"ema.momentum={s.ema}",
                 f"run.seed={self.seed}", f"run.threads={s.threads}", f"run.log_every={max(1, s.steps // 40)}",
                 f"run.checkpoint_every={max(1, s.steps // 2)}", "run.progress=true", "run.tensorboard=false",
-                *s.extra_pretrain, *loss_overrides]
+                *loss_overrides]
+        stamp = run / "demo_command.json"  # reuse a finished run only if it ran exactly this command
+        wanted = json.dumps([str(a) for a in argv])
+        if (run / "final" / "unisurg.json").exists() and stamp.exists() and stamp.read_text() == wanted:
+            _say(f"pretrain {name}: reusing {run / 'final'}")
+            self.commands.append((f"pretrain {name} (reused)", "(output already present)"))
+            return run / "final"
+        if run.exists():
+            shutil.rmtree(run)  # interrupted, or made with other settings; the demo's runs are short
         self.cli(f"pretrain {name}", argv)
+        stamp.write_text(wanted)
         return run / "final"
 
     def random_spec(self) -> str:

@@ -29,6 +29,7 @@ from torch import nn
 
 from unisurg.bench.backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneSpecError, SpecOptions,
                                      fingerprint_path, vit_size_name)
+from unisurg.models.checkpoint import torch_load_weights
 from unisurg.models.blocks import MLP, Attention
 from unisurg.models.strict_load import CheckpointError, load_strict
 
@@ -59,17 +60,7 @@ def read_weights(path: str | Path):
 
         return load_file(str(path))
     with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mmapped: retry without
-            pass
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the file
-            raise CheckpointError(
-                f"{path}: cannot be read with torch.load(weights_only=True): {e}. Re-save the state dict alone "
-                "(torch.save(model.state_dict(), ...)) to load it here"
-            ) from e
+        return torch_load_weights(path)
 
 
 def _has_anchor(d: dict, anchor: str) -> bool:

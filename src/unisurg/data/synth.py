@@ -345,7 +345,7 @@ def _prepare_dir(out: Path, meta_path: Path, params: dict, overwrite: bool) -> N
             diff = {k: (old.get(k) if isinstance(old, dict) else None, v) for k, v in params.items() if not isinstance(old, dict) or old.get(k) != v}
             raise ValueError(
                 f"{out} already holds a synthetic dataset made with other parameters (old, new): {diff}; "
-                "pass overwrite=True to replace it or choose another output directory"
+                "choose another output folder, or overwrite it (--overwrite / overwrite=True)"
             )
     elif any(d.is_dir() and any(d.iterdir()) for d in subdirs) and not overwrite:
         raise ValueError(

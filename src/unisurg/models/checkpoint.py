@@ -185,7 +185,8 @@ def detect_format(path: str | Path) -> str:
     return "torch"
 
 
-def _torch_load(path: Path):
+def torch_load_weights(path: Path):
+    """``torch.load(weights_only=True)``, memory-mapped when the file allows; errors name the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mmapped: retry without
@@ -278,7 +279,7 @@ def load_encoder(
 
         obj = load_file(str(p))
     else:
-        obj = _torch_load(p)
+        obj = torch_load_weights(p)
     source = str(p)
     if isinstance(obj, dict) and interop_hf.is_hf_state_dict(obj):
         ours = interop_hf.hf_encoder_state_dict(obj, source=source)
@@ -314,7 +315,7 @@ def load_predictor(
         return _finish(model, device=device, dtype=dtype, info=info)
     if fmt != "torch":
         raise CheckpointError(f"{p}: predictors load from our format or an official V-JEPA 2 .pt file, not {fmt}")
-    obj = _torch_load(p)
+    obj = torch_load_weights(p)
     comps = interop_vjepa2.official_components(obj, str(p))
     if "predictor" not in comps:
         raise CheckpointError(f"{p}: no 'predictor' entry (found {sorted(comps)})")
