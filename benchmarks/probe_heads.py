@@ -1,19 +1,31 @@
-"""Cost of training 20 attentive probes at once vs one probe, on the same frozen tokens.
+"""Cost of training 20 attentive probes at once vs one probe (issue 4's target: at most 3x).
 
-Times one training step (forward + backward + AdamW) of:
+Three measurements, printed as one JSON object:
+
+``cached`` (features read from the cache, the default ``unisurg bench`` path): one training step
+(forward + backward + AdamW) of
 
 * ``one``: a :class:`MultiProbe` holding 1 probe;
 * ``batched``: a :class:`MultiProbe` holding P probes (stacked weights, one bmm / SDPA per layer);
 * ``loop`` (reference): P separate 1-probe modules stepped one after the other, the naive way.
 
-and prints JSON with the per-step times and the ratios ``batched / one`` (target <= 3) and
-``loop / batched``. The FLOPs of P probes are P times those of one, so the ratio stays below P
-only as far as one probe leaves the hardware idle (kernel launches, Python, small matmuls); on
-large token sets (64 frames at 256 px: 8192 tokens of width 1024) the step is compute-bound and
-the ratio tends to P: what batching still saves there is the loop's overhead.
+``online`` (``--backbone``; the issue's framing "all fed by one frozen forward per batch", which is
+also the path of the paper's augmented protocol, ``features.online=true``): the frozen encoder's
+forward on a clip batch plus the step of 1 probe vs of P probes.
 
-    python benchmarks/probe_heads.py                     # CPU-sized defaults
-    python benchmarks/probe_heads.py --device cuda --tokens 8192 --dim 1024 --heads 16 --batch 4
+``flop_model``: FLOPs counted by ``torch.utils.flop_counter`` (on the meta device, so no real
+arithmetic) for the paper's sizes: ViT-L and ViT-g on 64 frames at 256 px (8192 tokens), ViT-L
+on 16 x 224 (1568 tokens), with the 4-block probe and, for comparison, V-JEPA 1's 1-block probe.
+``predicted_ratio_*`` is the ratio of FLOPs: what a saturated device gives. Each measured ratio is
+printed next to the FLOP ratio of the same shapes, which shows whether any gap is overhead.
+
+The probes share no arithmetic (each has its own weights over all tokens), so on hardware that one
+probe already saturates, P probes cost P times one; only the frozen forward is shared.
+
+    python benchmarks/probe_heads.py                                   # CPU-sized, 1 thread
+    python benchmarks/probe_heads.py --backbone large --bb-width 256 --frames 16 --res 64
+    python benchmarks/probe_heads.py --device cuda --tokens 8192 --dim 1024 --heads 16 --bf16 \\
+        --backbone large --frames 64 --res 256
 """
 
 from __future__ import annotations
@@ -23,14 +35,17 @@ import json
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from unisurg.bench.optim import BatchedAdamW
 from unisurg.bench.probe import MultiProbe, ProbeSpec
+from unisurg.models import build_encoder
 
 
-def _step_fn(probe, opt, x, y):
+def _step_fn(probe, opt, x_fn, y):
+    """One probe training step; ``x_fn()`` yields the tokens (cached, or a frozen forward)."""
     def step():
-        out = probe(x)
+        out = probe(x_fn())
         loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(out.shape[0]), reduction="none")
         opt.zero_grad()
         loss.view(out.shape[0], -1).mean(1).sum().backward()
@@ -51,32 +66,80 @@ def _time(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def _flops(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def probe_step_flops(tokens: int, dim: int, depth: int, heads: int, batch: int = 1, classes: int = 7) -> float:
+    """FLOPs of one 1-probe training step (forward + backward) on ``[batch, tokens, dim]``, counted on meta."""
+    with torch.device("meta"):
+        probe = MultiProbe(ProbeSpec("attentive", dim, classes, dim, depth=depth, heads=heads), 1)
+        x = torch.empty(batch, tokens, dim)
+        return _flops(lambda: probe(x).sum().backward())
+
+
+def encoder_forward_flops(preset: str, frames: int, res: int, batch: int = 1, **overrides) -> tuple[float, int, int]:
+    """(FLOPs, tokens, width) of a frozen encoder forward on ``[batch, 3, frames, res, res]``, counted on meta."""
+    with torch.device("meta"):
+        enc = build_encoder(preset, **overrides)
+        x = torch.empty(batch, 3, frames, res, res)
+        with torch.no_grad():
+            flops = _flops(lambda: enc(x))
+            n = enc(x).shape[1]
+    return flops, n, enc.config.embed_dim
+
+
+def flop_model(probes: int) -> list[dict]:
+    """Predicted (FLOP) ratios of P probes vs 1 at the papers' sizes."""
+    rows = []
+    for preset, frames, res in (("large", 64, 256), ("giant", 64, 256), ("large", 16, 224)):
+        enc_f, n, d = encoder_forward_flops(preset, frames, res)
+        for depth in (4, 1):
+            pf = probe_step_flops(n, d, depth, 16)
+            rows.append({
+                "backbone": f"vit-{preset}", "frames": frames, "res": res, "tokens": n, "probe_depth": depth,
+                "tflop_frozen_forward": round(enc_f / 1e12, 3), "tflop_probe_step": round(pf / 1e12, 3),
+                "predicted_ratio_cached": float(probes),  # nothing shared: P x the FLOPs of one
+                "predicted_ratio_online": round((enc_f + probes * pf) / (enc_f + pf), 2),
+            })
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--probes", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=128, help="cached: tokens per clip")
+    ap.add_argument("--dim", type=int, default=128, help="cached: token width")
+    ap.add_argument("--heads", type=int, default=4, help="probe heads")
+    ap.add_argument("--depth", type=int, default=4, help="probe blocks (3 self-attention + 1 cross)")
     ap.add_argument("--classes", type=int, default=7)
+    ap.add_argument("--backbone", default=None, help="online: encoder preset run frozen every step (e.g. large)")
+    ap.add_argument("--bb-width", type=int, default=None, help="online: override the preset's width")
+    ap.add_argument("--bb-heads", type=int, default=None, help="online: override the preset's heads")
+    ap.add_argument("--frames", type=int, default=16, help="online: clip frames")
+    ap.add_argument("--res", type=int, default=64, help="online: clip resolution")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     ap.add_argument("--no-loop", action="store_true", help="skip the P-module loop reference")
+    ap.add_argument("--no-flop-model", action="store_true", help="skip the paper-size FLOP table")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    spec = ProbeSpec("attentive", a.dim, a.classes, a.dim, depth=a.depth, heads=a.heads)
-    x = torch.randn(a.batch, a.tokens, a.dim, device=dev)
     y = torch.randint(0, a.classes, (a.batch,), device=dev)
-    lrs = [1e-3] * a.probes
-    wds = [0.05] * a.probes
+    report: dict = {"device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+                    "threads": a.threads, "probes": a.probes, "batch": a.batch, "probe_depth": a.depth,
+                    "probe_heads": a.heads, "bf16": a.bf16, "target_ratio": 3.0}
 
-    def timed(probe_list):
-        fns = [_step_fn(p, BatchedAdamW(p, [1e-3] * p.n_probes, [0.05] * p.n_probes), x, y) for p in probe_list]
+    def timed(spec, n_probes_each: list[int], x_fn):
+        mods = [MultiProbe(spec, n).to(dev) for n in n_probes_each]
+        fns = [_step_fn(m, BatchedAdamW(m, [1e-3] * m.n_probes, [0.05] * m.n_probes), x_fn, y) for m in mods]
 
         def step():
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
@@ -84,20 +147,47 @@ def main() -> None:
                     f()
         return _time(step, a.steps, a.warmup, dev)
 
-    one = timed([MultiProbe(spec, 1).to(dev)])
-    batched_probe = MultiProbe(spec, a.probes).to(dev)
-    batched = _time(_step_fn(batched_probe, BatchedAdamW(batched_probe, lrs, wds), x, y), a.steps, a.warmup, dev) \
-        if not a.bf16 else timed([batched_probe])
-    loop = None if a.no_loop else timed([MultiProbe(spec, 1).to(dev) for _ in range(a.probes)])
-    print(json.dumps({
-        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
-        "threads": a.threads, "probes": a.probes, "batch": a.batch, "tokens": a.tokens, "dim": a.dim,
-        "heads": a.heads, "depth": a.depth, "bf16": a.bf16,
+    # cached tokens
+    spec = ProbeSpec("attentive", a.dim, a.classes, a.dim, depth=a.depth, heads=a.heads)
+    x = torch.randn(a.batch, a.tokens, a.dim, device=dev)
+    one = timed(spec, [1], lambda: x)
+    batched = timed(spec, [a.probes], lambda: x)
+    loop = None if a.no_loop else timed(spec, [1] * a.probes, lambda: x)
+    report["cached"] = {
+        "tokens": a.tokens, "dim": a.dim,
         "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
         "step_s_loop_of_modules": None if loop is None else round(loop, 6),
-        "ratio_batched_over_one": round(batched / one, 3), "target_ratio": 3.0,
+        "ratio_batched_over_one": round(batched / one, 3),
         "ratio_loop_over_batched": None if loop is None else round(loop / batched, 3),
-    }, indent=1))
+        "predicted_ratio_flops": float(a.probes),
+    }
+
+    if a.backbone:
+        overrides = {k: v for k, v in (("embed_dim", a.bb_width), ("num_heads", a.bb_heads)) if v is not None}
+        enc = build_encoder(a.backbone, **overrides).to(dev).eval().requires_grad_(False)
+        clips = torch.randn(a.batch, 3, a.frames, a.res, a.res, device=dev)
+
+        def frozen():
+            with torch.no_grad():
+                return enc(clips)
+        n_tok, width = frozen().shape[1:]
+        ospec = ProbeSpec("attentive", width, a.classes, width, depth=a.depth, heads=a.heads)
+        enc_only = _time(frozen, a.steps, a.warmup, dev)
+        one = timed(ospec, [1], frozen)
+        batched = timed(ospec, [a.probes], frozen)
+        enc_f = encoder_forward_flops(a.backbone, a.frames, a.res, a.batch, **overrides)[0]
+        pf = probe_step_flops(n_tok, width, a.depth, a.heads, a.batch, a.classes)
+        report["online"] = {
+            "backbone": a.backbone, **overrides, "depth": enc.config.depth, "frames": a.frames, "res": a.res,
+            "tokens": n_tok, "step_s_frozen_forward_only": round(enc_only, 6),
+            "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
+            "ratio_batched_over_one": round(batched / one, 3),
+            "predicted_ratio_flops": round((enc_f + a.probes * pf) / (enc_f + pf), 3),
+        }
+
+    if not a.no_flop_model:
+        report["flop_model"] = flop_model(a.probes)
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
