@@ -68,7 +68,9 @@ class ClipConfig:
 
 @dataclass
 class ProbeConfig:
-    depth: int = 4  # blocks: depth-1 self-attention + 1 cross-attention
+    # blocks: depth-1 self-attention + 1 cross-attention. 4 = V-JEPA 2 (20 probes cost 4.5-6.3x one at the
+    # papers' sizes, FLOP-bound); 1 = V-JEPA 1's cross-attention-only probe (1.1-1.3x; benchmarks/probe_heads.py)
+    depth: int = 4
     heads: int = 16
     width: int | None = None  # None = the backbone's embed_dim (no input projection)
     mlp_ratio: float = 4.0
