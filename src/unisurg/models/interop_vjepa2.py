@@ -10,7 +10,9 @@ weights use the same layout (key ``encoder``).
 What shapes cannot tell is filled in and reported in ``notes``: the number of heads (from the
 V-JEPA widths: 192->3, 384->6, 768->12, 1024->16, 1280->16, 1408->22, or ``num_heads=``) and
 whether positions are RoPE or sin-cos (no / all-zero ``pos_embed`` -> RoPE; a ``pos_embed`` equal to
-a 3D sin-cos table -> sin-cos; override with ``pos_embed=``).
+a 3D sin-cos table -> sin-cos; override with ``pos_embed=``). Both facebookresearch/vjepa2 and the
+SurgMotion release build RoPE encoders with ``pos_embed = None`` (checked in their
+``src/models/vision_transformer.py`` since the first commit), so their RoPE files carry no table.
 """
 
 from __future__ import annotations
