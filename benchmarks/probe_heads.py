@@ -104,6 +104,7 @@ def flop_model(probes: int) -> list[dict]:
                 "tflop_frozen_forward": round(enc_f / 1e12, 3), "tflop_probe_step": round(pf / 1e12, 3),
                 "predicted_ratio_cached": float(probes),  # nothing shared: P x the FLOPs of one
                 "predicted_ratio_online": round((enc_f + probes * pf) / (enc_f + pf), 2),
+                "predicted_ratio_vs_separate_runs": round((enc_f + probes * pf) / (probes * (enc_f + pf)), 3),
             })
     return rows
 
@@ -183,6 +184,8 @@ def main() -> None:
             "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
             "ratio_batched_over_one": round(batched / one, 3),
             "predicted_ratio_flops": round((enc_f + a.probes * pf) / (enc_f + pf), 3),
+            # against P separate runs, each with its own frozen forward (the naive sweep)
+            "ratio_batched_over_separate_runs": round(batched / (a.probes * one), 3),
         }
 
     if not a.no_flop_model:
