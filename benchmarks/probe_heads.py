@@ -15,7 +15,8 @@ forward on a clip batch plus the step of 1 probe vs of P probes.
 
 ``flop_model``: FLOPs counted by ``torch.utils.flop_counter`` (on the meta device, so no real
 arithmetic) for the paper's sizes: ViT-L and ViT-g on 64 frames at 256 px (8192 tokens), ViT-L
-on 16 x 224 (1568 tokens), with the 4-block probe and, for comparison, V-JEPA 1's 1-block probe.
+on 16 x 224 (1568 tokens), with the 4-block probe and, for comparison, V-JEPA 1's 1-block probe and
+a 4-block probe of width 256 (``probe.width=256``: an input projection, then narrow blocks).
 ``predicted_ratio_*`` is the ratio of FLOPs: what a saturated device gives. Each measured ratio is
 printed next to the FLOP ratio of the same shapes, which shows whether any gap is overhead.
 
@@ -73,10 +74,14 @@ def _flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def probe_step_flops(tokens: int, dim: int, depth: int, heads: int, batch: int = 1, classes: int = 7) -> float:
-    """FLOPs of one 1-probe training step (forward + backward) on ``[batch, tokens, dim]``, counted on meta."""
+def probe_step_flops(tokens: int, dim: int, depth: int, heads: int, batch: int = 1, classes: int = 7,
+                     width: int | None = None) -> float:
+    """FLOPs of one 1-probe training step (forward + backward) on ``[batch, tokens, dim]``, counted on meta.
+
+    ``width``: the probe's width (an input projection ``dim -> width`` first); None = ``dim``, V-JEPA 2's.
+    """
     with torch.device("meta"):
-        probe = MultiProbe(ProbeSpec("attentive", dim, classes, dim, depth=depth, heads=heads), 1)
+        probe = MultiProbe(ProbeSpec("attentive", dim, classes, width or dim, depth=depth, heads=heads), 1)
         x = torch.empty(batch, tokens, dim)
         return _flops(lambda: probe(x).sum().backward())
 
@@ -97,10 +102,12 @@ def flop_model(probes: int) -> list[dict]:
     rows = []
     for preset, frames, res in (("large", 64, 256), ("giant", 64, 256), ("large", 16, 224)):
         enc_f, n, d = encoder_forward_flops(preset, frames, res)
-        for depth in (4, 1):
-            pf = probe_step_flops(n, d, depth, 16)
+        # V-JEPA 2's probe (4 blocks at the backbone's width), V-JEPA 1's (1 block), a narrow 4-block one
+        for depth, width in ((4, d), (1, d), (4, 256)):
+            pf = probe_step_flops(n, d, depth, 16, width=width)
             rows.append({
                 "backbone": f"vit-{preset}", "frames": frames, "res": res, "tokens": n, "probe_depth": depth,
+                "probe_width": width,
                 "tflop_frozen_forward": round(enc_f / 1e12, 3), "tflop_probe_step": round(pf / 1e12, 3),
                 "predicted_ratio_cached": float(probes),  # nothing shared: P x the FLOPs of one
                 "predicted_ratio_online": round((enc_f + probes * pf) / (enc_f + pf), 2),
@@ -117,6 +124,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128, help="cached: token width")
     ap.add_argument("--heads", type=int, default=4, help="probe heads")
     ap.add_argument("--depth", type=int, default=4, help="probe blocks (3 self-attention + 1 cross)")
+    ap.add_argument("--width", type=int, default=None, help="probe width (input projection first); default: token width")
     ap.add_argument("--classes", type=int, default=7)
     ap.add_argument("--backbone", default=None, help="online: encoder preset run frozen every step (e.g. large)")
     ap.add_argument("--bb-width", type=int, default=None, help="online: override the preset's width")
@@ -135,7 +143,7 @@ def main() -> None:
     dev = torch.device(a.device)
     y = torch.randint(0, a.classes, (a.batch,), device=dev)
     report: dict = {"device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
-                    "threads": a.threads, "probes": a.probes, "batch": a.batch, "probe_depth": a.depth,
+                    "threads": a.threads, "probes": a.probes, "batch": a.batch, "probe_depth": a.depth, "probe_width": a.width,
                     "probe_heads": a.heads, "bf16": a.bf16, "target_ratio": 3.0}
 
     def timed(spec, n_probes_each: list[int], x_fn):
@@ -149,7 +157,7 @@ def main() -> None:
         return _time(step, a.steps, a.warmup, dev)
 
     # cached tokens
-    spec = ProbeSpec("attentive", a.dim, a.classes, a.dim, depth=a.depth, heads=a.heads)
+    spec = ProbeSpec("attentive", a.dim, a.classes, a.width or a.dim, depth=a.depth, heads=a.heads)
     x = torch.randn(a.batch, a.tokens, a.dim, device=dev)
     one = timed(spec, [1], lambda: x)
     batched = timed(spec, [a.probes], lambda: x)
@@ -172,12 +180,12 @@ def main() -> None:
             with torch.no_grad():
                 return enc(clips)
         n_tok, width = frozen().shape[1:]
-        ospec = ProbeSpec("attentive", width, a.classes, width, depth=a.depth, heads=a.heads)
+        ospec = ProbeSpec("attentive", width, a.classes, a.width or width, depth=a.depth, heads=a.heads)
         enc_only = _time(frozen, a.steps, a.warmup, dev)
         one = timed(ospec, [1], frozen)
         batched = timed(ospec, [a.probes], frozen)
         enc_f = encoder_forward_flops(a.backbone, a.frames, a.res, a.batch, **overrides)[0]
-        pf = probe_step_flops(n_tok, width, a.depth, a.heads, a.batch, a.classes)
+        pf = probe_step_flops(n_tok, width, a.depth, a.heads, a.batch, a.classes, width=a.width)
         report["online"] = {
             "backbone": a.backbone, **overrides, "depth": enc.config.depth, "frames": a.frames, "res": a.res,
             "tokens": n_tok, "step_s_frozen_forward_only": round(enc_only, 6),

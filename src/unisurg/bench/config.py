@@ -68,8 +68,9 @@ class ClipConfig:
 
 @dataclass
 class ProbeConfig:
-    # blocks: depth-1 self-attention + 1 cross-attention. 4 = V-JEPA 2 (20 probes cost 4.5-6.3x one at the
-    # papers' sizes, FLOP-bound); 1 = V-JEPA 1's cross-attention-only probe (1.1-1.3x; benchmarks/probe_heads.py)
+    # blocks: depth-1 self-attention + 1 cross-attention. 20 probes against one, with the frozen forward,
+    # at the papers' sizes (benchmarks/probe_heads.py): 4 = V-JEPA 2's, 4.5-6.3x (FLOP-bound); 1 = V-JEPA 1's
+    # cross-attention-only probe, 1.1-1.3x; depth 4 with width=256, 1.4-2.2x
     depth: int = 4
     heads: int = 16
     width: int | None = None  # None = the backbone's embed_dim (no input projection)
