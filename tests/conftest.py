@@ -25,6 +25,18 @@ def bench_cli(*argv: str) -> int:
     return a.func(a)
 
 
+def synth_store(root: Path, n_videos: int = 2, seconds: float = 8.0, seed: int = 0) -> Path:
+    """A tiny frame store for training tests: synthetic videos (64x80 px, 8 fps) ingested at 4 fps, short side 64."""
+    from unisurg.data.ingest import IngestParams, collect_inputs, ingest
+    from unisurg.data.synth import generate_dataset
+
+    generate_dataset(root / "synth", n_videos=n_videos, seconds=seconds, height=64, width=80, fps=8, seed=seed,
+                     progress=False)
+    items = collect_inputs([str(root / "synth" / "videos")], dataset="synth", specialty="general")
+    assert ingest(items, root / "store", IngestParams(fps=4, short_side=64), workers=1, progress=False).ok
+    return root / "store"
+
+
 def write_video(path: Path, n_frames: int = 50, fps: int = 25, size: tuple[int, int] = (64, 96),
                 codec: str = "libx264", seed: int = 0, bframes: bool = True) -> Path:
     """A real encoded video whose frame i shows a bright square at x = i (so frames are tellable apart)."""

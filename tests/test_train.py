@@ -16,26 +16,14 @@ from unisurg.config import ConfigError
 from unisurg.models.strict_load import CheckpointError
 from unisurg.train.config import load_pretrain_config
 from unisurg.train.presets import pretrain_presets
+from conftest import synth_store
 
 torch.set_num_threads(1)
 
 
-def make_store(root: Path, n_videos: int = 2, seconds: float = 8.0) -> Path:
-    """A tiny frame store: synthetic videos (64x80 px, 8 fps) ingested at 4 fps, short side 64."""
-    from unisurg.data.ingest import IngestParams, collect_inputs, ingest
-    from unisurg.data.synth import generate_dataset
-
-    generate_dataset(root / "synth", n_videos=n_videos, seconds=seconds, height=64, width=80, fps=8, seed=0,
-                     progress=False)
-    items = collect_inputs([str(root / "synth" / "videos")], dataset="synth", specialty="general")
-    summary = ingest(items, root / "store", IngestParams(fps=4, short_side=64), workers=1, progress=False)
-    assert summary.ok
-    return root / "store"
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    return make_store(tmp_path_factory.mktemp("train_store"))
+    return synth_store(tmp_path_factory.mktemp("train_store"))
 
 
 def tiny(store: Path, out: Path, *extra: str):

@@ -22,18 +22,9 @@ import pytest
 from safetensors.torch import load_file
 
 from unisurg.train import load_pretrain_config, read_jsonl, train
+from conftest import synth_store
 
 TOL = 1e-5
-
-
-def _store(root: Path) -> Path:
-    from unisurg.data.ingest import IngestParams, collect_inputs, ingest
-    from unisurg.data.synth import generate_dataset
-
-    generate_dataset(root / "synth", n_videos=2, seconds=8, height=64, width=80, fps=8, seed=2, progress=False)
-    items = collect_inputs([str(root / "synth" / "videos")], dataset="synth", specialty="general")
-    assert ingest(items, root / "store", IngestParams(fps=4, short_side=64), workers=1, progress=False).ok
-    return root / "store"
 
 
 def _overrides(store: Path, out: Path) -> list[str]:
@@ -59,7 +50,7 @@ def _max_diff(a: Path, b: Path) -> float:
 
 @pytest.mark.slow
 def test_two_process_ddp_and_fsdp_match_one_process(tmp_path):
-    store = _store(tmp_path)
+    store = synth_store(tmp_path, seed=2)
     one = train(load_pretrain_config("tiny", _overrides(store, tmp_path / "one")))
     assert one.steps == 3
 

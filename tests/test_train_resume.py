@@ -20,19 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 from unisurg.train import load_pretrain_config, read_jsonl, train
+from conftest import synth_store
 
 torch.set_num_threads(1)
 STEPS = 24  # 4 epochs x 6 steps; checkpoints every 5 steps (mid-epoch)
-
-
-def _store(root: Path) -> Path:
-    from unisurg.data.ingest import IngestParams, collect_inputs, ingest
-    from unisurg.data.synth import generate_dataset
-
-    generate_dataset(root / "synth", n_videos=2, seconds=8, height=64, width=80, fps=8, seed=1, progress=False)
-    items = collect_inputs([str(root / "synth" / "videos")], dataset="synth", specialty="general")
-    assert ingest(items, root / "store", IngestParams(fps=4, short_side=64), workers=1, progress=False).ok
-    return root / "store"
 
 
 def _overrides(store: Path, out: Path) -> list[str]:
@@ -49,7 +40,7 @@ def _latest_step(out: Path) -> int:
 
 
 def test_sigkill_then_resume_follows_the_same_trajectory(tmp_path):
-    store = _store(tmp_path)
+    store = synth_store(tmp_path, seed=1)
     ref = train(load_pretrain_config("tiny", _overrides(store, tmp_path / "ref")))
     assert ref.steps == STEPS
 

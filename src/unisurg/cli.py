@@ -112,41 +112,33 @@ def _run_info(a) -> int:
 
 # -- demo -----------------------------------------------------------------------------------
 
-def _add_demo(sub):
-    p = sub.add_parser("demo", help="synthetic data -> ingest -> pretrain -> benchmark -> report")
-    p.add_argument("--out", type=Path, default=Path("unisurg-demo"), help="working folder (default ./unisurg-demo)")
+def _add_demo_command(sub, name: str, help: str, out_help: str) -> None:
+    """``demo`` and ``ablate``: the same pipeline (``unisurg.demo.run_demo`` / ``run_ablate``)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--out", type=Path, default=Path("unisurg-demo"), help=out_help)
     p.add_argument("--quick", action="store_true", help="toy scale (a CI check of the whole path)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_demo)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data, pretraining and probes")
+    p.set_defaults(func=lambda a: _run_demo_command(name, a))
 
 
-def _run_demo(a) -> int:
-    from unisurg.demo import DemoStepError, run_demo
+def _run_demo_command(name: str, a) -> int:
+    from unisurg import demo
 
     try:
-        return run_demo(a.out, quick=a.quick, seed=a.seed)
-    except DemoStepError as e:
-        print(f"unisurg demo: error: {e}", file=sys.stderr)
+        return getattr(demo, f"run_{name}")(a.out, quick=a.quick, seed=a.seed)
+    except demo.DemoStepError as e:
+        print(f"unisurg {name}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _add_demo(sub):
+    _add_demo_command(sub, "demo", "synthetic data -> ingest -> pretrain -> benchmark -> report",
+                      "working folder (default ./unisurg-demo)")
 
 
 def _add_ablate(sub):
-    p = sub.add_parser("ablate", help="the demo's pipeline with each UniSurg component switched off in turn")
-    p.add_argument("--out", type=Path, default=Path("unisurg-demo"),
-                   help="working folder (default ./unisurg-demo; shares data and runs with the demo)")
-    p.add_argument("--quick", action="store_true", help="toy scale")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_ablate)
-
-
-def _run_ablate(a) -> int:
-    from unisurg.demo import DemoStepError, run_ablate
-
-    try:
-        return run_ablate(a.out, quick=a.quick, seed=a.seed)
-    except DemoStepError as e:
-        print(f"unisurg ablate: error: {e}", file=sys.stderr)
-        return 1
+    _add_demo_command(sub, "ablate", "the demo's pipeline with each UniSurg component switched off in turn",
+                      "working folder (default ./unisurg-demo; shares data and runs with the demo)")
 
 
 # -- main -----------------------------------------------------------------------------------
