@@ -38,8 +38,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unisurg.bench.optim import BatchedAdamW
-from unisurg.bench.probe import MultiProbe, ProbeSpec
+from unisurg.evaluation.probe_optim import BatchedAdamW
+from unisurg.evaluation.probe import MultiProbe, ProbeSpec
 from unisurg.models import build_encoder
 
 

@@ -18,8 +18,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import av  # noqa: E402
 
-from unisurg.data.synth import plan_video, render_video  # noqa: E402
-from unisurg.data.synth_render import FrameRenderer  # noqa: E402
+from unisurg.synth.generate import plan_video, render_video  # noqa: E402
+from unisurg.synth.render import FrameRenderer  # noqa: E402
 
 
 def _timed(fn) -> tuple[float, float]:

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from unisurg.data.clips import normalize_batch
-from unisurg.models.masks import MaskBatch
+from unisurg.train.masks import MaskBatch
 from unisurg.models.strict_load import load_strict
-from unisurg.train.config import load_pretrain_config
+from unisurg.train.pretrain_config import load_pretrain_config
 from unisurg.train.distributed import DistInfo
 from unisurg.train.optim import Schedules, build_optimizer
 from unisurg.train.steps import StepConfig, train_step

@@ -28,7 +28,7 @@ def bench_cli(*argv: str) -> int:
 def synth_store(root: Path, n_videos: int = 2, seconds: float = 8.0, seed: int = 0) -> Path:
     """A tiny frame store for training tests: synthetic videos (64x80 px, 8 fps) ingested at 4 fps, short side 64."""
     from unisurg.data.ingest import IngestParams, collect_inputs, ingest
-    from unisurg.data.synth import generate_dataset
+    from unisurg.synth.generate import generate_dataset
 
     generate_dataset(root / "synth", n_videos=n_videos, seconds=seconds, height=64, width=80, fps=8, seed=seed,
                      progress=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unisurg.bench.datasets import (
+from unisurg.datasets import (
     DATASETS,
     AnnotationError,
     DatasetLayoutError,
@@ -27,13 +27,13 @@ from unisurg.bench.datasets import (
     read_image,
     read_mask,
 )
-from unisurg.bench.datasets.cholect50 import components_from_triplets, triplet_component_map
-from unisurg.bench.datasets.jigsaws import read_meta_file, read_transcription
-from unisurg.bench.datasets.media import sniff_format
-from unisurg.bench.datasets.ophnet import read_ophnet_surgeries
-from unisurg.bench.datasets.safe_pickle import UnsafePickleError
-from unisurg.bench.datasets.splitfiles import load_split_file
-from unisurg.bench.datasets.timeline import frame_labels_to_seconds, segments_to_seconds
+from unisurg.datasets.cholect50 import components_from_triplets, triplet_component_map
+from unisurg.datasets.jigsaws import read_meta_file, read_transcription
+from unisurg.data.image_files import sniff_format
+from unisurg.datasets.ophnet import read_ophnet_surgeries
+from unisurg.datasets.safe_pickle import UnsafePickleError
+from unisurg.datasets.splitfiles import load_split_file
+from unisurg.datasets.timeline import frame_labels_to_seconds, segments_to_seconds
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 CHOLEC80_PHASES = ["Preparation", "CalotTriangleDissection", "ClippingCutting", "GallbladderDissection",
@@ -92,7 +92,7 @@ def test_unknown_split_scheme_and_missing_root(tmp_path):
 
 
 def test_split_files_versioned_and_match_spec():
-    shipped = [f.name for f in resources.files("unisurg.bench").joinpath("splits").iterdir() if f.name.endswith(".json")]
+    shipped = [f.name for f in resources.files("unisurg.datasets").joinpath("splits").iterdir() if f.name.endswith(".json")]
     assert len(shipped) >= 13
     for name in shipped:
         data = load_split_file(name)
@@ -270,7 +270,7 @@ def test_synthetic_by_fraction_and_phase_names(tmp_path):
 
 
 def test_synthetic_world_written_by_unisurg_synth(tmp_path):
-    synth = pytest.importorskip("unisurg.data.synth")
+    synth = pytest.importorskip("unisurg.synth.generate")
     summary = synth.generate_dataset(tmp_path, n_videos=3, seconds=8, height=32, width=48, fps=5, progress=False)
     splits = get_adapter("synthetic")(tmp_path, require_media=True).load()
     assert [len(splits[s]) for s in ("train", "val", "test")] == [1, 1, 1]

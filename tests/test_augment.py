@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-import unisurg.bench.augment as aug
-from unisurg.bench.pixels import random_resized_crop, to_model_input
+import unisurg.data.augment as aug
+from unisurg.data.pixels import random_resized_crop, to_model_input
 
 torch.set_num_threads(1)
 BB = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
@@ -320,8 +320,8 @@ def test_paper_augment_order_and_determinism():
 def test_online_clips_paper_mode():
     from types import SimpleNamespace
 
-    from unisurg.bench.config import load_bench_config
-    from unisurg.bench.features import OnlineClips
+    from unisurg.evaluation.bench_config import load_bench_config
+    from unisurg.backbones.features import OnlineClips
 
     frames = np.random.default_rng(0).integers(0, 256, (4, 36, 48, 3), dtype=np.uint8)
 
@@ -343,8 +343,8 @@ def test_online_clips_paper_mode():
 
 
 def test_config_validation():
-    from unisurg.config import ConfigError
-    from unisurg.bench.config import load_bench_config
+    from unisurg.typed_config import ConfigError
+    from unisurg.evaluation.bench_config import load_bench_config
 
     c = load_bench_config("paper", ["clip.augment=paper", "features.online=true"]).clip
     assert (c.randaug_n, c.randaug_m, c.randaug_mstd, c.randaug_increasing, c.erase_prob) == (4, 7.0, 0.5, True, 0.25)
@@ -363,7 +363,7 @@ def test_config_validation():
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from unisurg.data.synth import generate_dataset
+    from unisurg.synth.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, n_videos=6, seconds=20, height=64, width=96, fps=5, seed=0, progress=False)
@@ -371,8 +371,8 @@ def synth(tmp_path_factory) -> Path:
 
 
 def test_bench_cli_with_paper_augmentation(synth, tmp_path, monkeypatch):
-    import unisurg.bench.backbones as backbones
-    from unisurg.bench.command import add_parser
+    import unisurg.backbones.registry as backbones
+    from unisurg.evaluation.command import add_parser
 
     calls = {"forward": 0, "augment": 0, "erased": 0, "float_batches": 0}
     load = backbones.load_backbone

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from unisurg.bench import backbones as bbmod
-from unisurg.bench.backbones import (Backbone, BackboneSpecError, backbone_kinds, detect_kind, fingerprint_path,
-                                     load_backbone, parse_spec, register_backbone)
-from unisurg.bench.backbones_image import FrameByFrame, resample_pos_grid
+from unisurg.backbones import registry as bbmod
+from unisurg.backbones.spec import Backbone, BackboneSpecError, fingerprint_path, parse_spec
+from unisurg.backbones.registry import backbone_kinds, detect_kind, load_backbone, register_backbone
+from unisurg.backbones.image import FrameByFrame
+from unisurg.models.image_vit import resample_pos_grid
 from unisurg.models import CheckpointError, EncoderConfig, VideoViT, export_vjepa2, save_checkpoint
 
 torch.set_num_threads(1)

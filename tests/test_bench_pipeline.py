@@ -14,17 +14,17 @@ import torch
 from torch import nn
 
 from conftest import BB_A, BB_B, bench_cli as cli
-from unisurg.bench.datasets import PhaseVideo
-from unisurg.bench.frames import resample_folder_indices
-from unisurg.bench.pixels import per_second_indices, spread_indices
-from unisurg.bench.runner import BenchError, carve_validation, run_benchmark
+from unisurg.datasets import PhaseVideo
+from unisurg.data.media_store import resample_folder_indices
+from unisurg.data.pixels import per_second_indices, spread_indices
+from unisurg.evaluation.runner import BenchError, carve_validation, run_benchmark
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from unisurg.data.synth import generate_dataset
+    from unisurg.synth.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, n_videos=6, seconds=20, height=64, width=96, fps=5, seed=0, progress=False)
@@ -51,7 +51,7 @@ class CountingModel(nn.Module):
 
 
 def counted(spec: str):
-    from unisurg.bench.backbones import load_backbone
+    from unisurg.backbones.registry import load_backbone
 
     bb = load_backbone(spec)
     bb.model = CountingModel(bb.model)
@@ -185,8 +185,8 @@ def test_feature_cache_reused_resumed_and_keyed_by_protocol(synth, tmp_path):
 
 def test_cached_features_equal_a_direct_backbone_forward(synth, tmp_path):
     """The cache holds exactly backbone(normalised centre-cropped clip); reference built by hand from the video."""
-    from unisurg.bench.backbones import load_backbone
-    from unisurg.bench.datasets import get_adapter
+    from unisurg.backbones.registry import load_backbone
+    from unisurg.datasets import get_adapter
     from unisurg.data.decode import decode_video
 
     cache = tmp_path / "cache"
@@ -213,7 +213,7 @@ def test_cached_features_equal_a_direct_backbone_forward(synth, tmp_path):
 
 def test_selection_never_uses_test(synth, tmp_path, monkeypatch):
     """Rigged probe outputs: probe 1 is best on validation, probe 3 on test; honest must report probe 1."""
-    import unisurg.bench.runner as runner
+    import unisurg.evaluation.runner as runner
 
     K = 7
 

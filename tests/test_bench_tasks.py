@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import write_video
-from unisurg.bench.runner import run_benchmark
+from unisurg.evaluation.runner import run_benchmark
 
 torch.set_num_threads(1)
 BB = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
@@ -65,7 +65,7 @@ def _t50(root: Path, vid: int, n: int, rng) -> None:
 
 
 def test_triplet_mapping_from_names_by_hand():
-    from unisurg.bench.tasks import triplet_mapping
+    from unisurg.evaluation.tasks import triplet_mapping
 
     comp = {"i": tuple(INSTR), "v": tuple(VERB), "t": tuple(TARGET),
             "iv": tuple(f"{a},{b}" for a in INSTR for b in VERB), "it": tuple(f"{a},{b}" for a in INSTR for b in TARGET)}
@@ -164,7 +164,7 @@ def test_segmentation_end_to_end(tmp_path):
     (unit,) = run["honest"]["per_unit"]
     with np.load(out / run["run_dir"] / "predictions.npz") as z:
         prob = z[f"pred/{unit['image']}"]
-    from unisurg.bench.datasets import read_mask
+    from unisurg.datasets import read_mask
 
     gt = read_mask(root / "masks" / f"{unit['image']}.png")
     pred = prob > 0.5
@@ -195,7 +195,7 @@ def test_depth_end_to_end(tmp_path):
         out, run = _run("c3vd", root, tmp_path)
     assert run["task"] == "depth" and run["folds"][0]["n_units"] == {"train": 6, "val": 3, "test": 3}
     unit = run["honest"]["per_unit"][0]
-    from unisurg.bench.datasets import read_depth_mm
+    from unisurg.datasets import read_depth_mm
 
     gt = read_depth_mm(root / unit["image"].split("/")[0] / f"{unit['image'].split('/')[1]}_depth.tiff")
     with np.load(out / run["run_dir"] / "predictions.npz") as z:
@@ -213,7 +213,7 @@ def test_depth_end_to_end(tmp_path):
 
 
 def test_random_resized_crop_box_and_determinism():
-    from unisurg.bench.pixels import random_resized_crop, rrc_box
+    from unisurg.data.pixels import random_resized_crop, rrc_box
 
     rng = np.random.default_rng(0)
     for _ in range(200):

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from unisurg.config import ConfigError, load_config, to_dict
+from unisurg.typed_config import ConfigError, load_config, to_dict
 
 
 @dataclass

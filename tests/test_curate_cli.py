@@ -20,7 +20,8 @@ from unisurg.curate.command import main as curate_main
 from unisurg.curate.corpus_files import excluded_videos, read_exclusions, training_videos, update_exclusions
 from unisurg.curate.embed import EmbeddingIndex, EmbedProtocol, embed_store
 from unisurg.curate.hierarchy import LevelSpec
-from unisurg.curate.leakage_guard import LeakageError, check_leakage, guard_corpus, parse_benchmark
+from unisurg.curate.leakage_check import LeakageError, check_leakage, parse_benchmark
+from unisurg.train.leakage_guard import guard_corpus
 from unisurg.curate.selection import (
     SelectionMismatchError,
     curate_selection,
@@ -33,7 +34,7 @@ from unisurg.data.clips import ClipDataset, ClipSpec
 from unisurg.data.ingest import IngestItem, IngestParams, ingest
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, VideoRecord
 from unisurg.data.store import FrameStore
-from unisurg.data.synth import generate_dataset
+from unisurg.synth.generate import generate_dataset
 
 torch.set_num_threads(1)
 FPS, SHORT = 2.0, 64
@@ -112,7 +113,7 @@ class CountingForwards:
 
 
 def test_embed_writes_shards_matching_clips_and_pixels_and_resumes(world, tmp_path):
-    from unisurg.bench.backbones import load_backbone
+    from unisurg.backbones.registry import load_backbone
 
     store = make_store(tmp_path / "s", [(world["videos"][i], "synA") for i in range(1, 5)])
     bb = load_backbone("random:tiny@0")

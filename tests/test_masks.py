@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.utils.data
 
-from unisurg.models import MaskBatch, MaskCollator, MultiblockMaskGenerator, TubeMaskGenerator, vjepa2_multiblock
+from unisurg.train.mask_collator import SampleMaskCollator
+from unisurg.train.masks import MaskBatch, MultiblockMaskGenerator, TubeMaskGenerator, vjepa2_multiblock
 
 torch.set_num_threads(1)
 
@@ -106,39 +107,40 @@ def test_multiblock_partial_time_marks_only_full_tubes():
     check_layout(mb, grid)
 
 
+def _collator(generators, grid, seed, **kw):
+    gens = generators if isinstance(generators, list) else [generators]
+    return SampleMaskCollator(gens, grid, seed=seed, tubelet_size=2, patch_size=16, per_rank_batch=kw.pop("batch", 4), **kw)
+
+
 def test_collator_stacks_and_checks_shapes():
     grid = (2, 2, 3)
-    coll = MaskCollator(TubeMaskGenerator(grid, ratio=(0.5, 0.7)), seed=1)
+    coll = _collator(TubeMaskGenerator(grid, ratio=(0.5, 0.7)), grid, seed=1, batch=3)
     clips = [torch.randn(3, 4, 32, 48) for _ in range(3)]
-    x, mb = coll(clips)
+    x, (mb,) = coll(clips)
     assert torch.equal(x, torch.stack(clips))
     assert isinstance(mb, MaskBatch) and mb.batch_size == 3
-    x2, mb2, meta = MaskCollator(TubeMaskGenerator(grid, ratio=(0.5, 0.7)), seed=1, return_meta=True)(
-        [(c, {"video": i}) for i, c in enumerate(clips)]
-    )
-    assert torch.equal(x2, x) and torch.equal(mb2.target_idx, mb.target_idx)
-    assert meta["video"].tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="grid"):
         coll([torch.randn(3, 8, 32, 48)])
     with pytest.raises(ValueError, match="share a shape"):
         coll([torch.randn(3, 4, 32, 48), torch.randn(3, 4, 48, 32)])
-    x3, masks = MaskCollator(vjepa2_multiblock((2, 4, 4)), seed=0)([torch.randn(3, 4, 64, 64)] * 2)
+    x3, masks = _collator(vjepa2_multiblock((2, 4, 4)), (2, 4, 4), seed=0)([torch.randn(3, 4, 64, 64)] * 2)
     assert isinstance(masks, list) and len(masks) == 2
 
 
 def test_collator_deterministic_per_batch_and_epoch():
-    gen = TubeMaskGenerator((2, 4, 4))
-    a, b = MaskCollator(gen, seed=7), MaskCollator(gen, seed=7)
+    grid = (2, 4, 4)
+    gen = TubeMaskGenerator(grid)
+    a, b = _collator(gen, grid, seed=7), _collator(gen, grid, seed=7)
     clips = [torch.zeros(3, 4, 64, 64)] * 4
-    first = [a(clips)[1].target_idx for _ in range(3)]
-    second = [b(clips)[1].target_idx for _ in range(3)]
+    first = [a(clips)[1][0].target_idx for _ in range(3)]
+    second = [b(clips)[1][0].target_idx for _ in range(3)]
     for x, y in zip(first, second):
         assert torch.equal(x, y)
     assert not torch.equal(first[0], first[1])
     a.set_epoch(1)
-    assert not torch.equal(a(clips)[1].target_idx, first[0])
+    assert not torch.equal(a(clips)[1][0].target_idx, first[0])
     b.set_epoch(0, start_batch=2)  # a resumed run that skips two batches draws batch 2's masks
-    assert torch.equal(b(clips)[1].target_idx, first[2])
+    assert torch.equal(b(clips)[1][0].target_idx, first[2])
 
 
 class _Clips(torch.utils.data.Dataset):
@@ -152,9 +154,9 @@ class _Clips(torch.utils.data.Dataset):
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_collator_same_masks_with_and_without_workers():
     def masks(workers):
-        coll = MaskCollator(TubeMaskGenerator((2, 2, 2), ratio=(0.25, 0.75)), seed=3)
+        coll = _collator(TubeMaskGenerator((2, 2, 2), ratio=(0.25, 0.75)), (2, 2, 2), seed=3, batch=2)
         loader = torch.utils.data.DataLoader(_Clips(), batch_size=2, num_workers=workers, collate_fn=coll)
-        return [(x[:, 0, 0, 0, 0].tolist(), mb.target_idx) for x, mb in loader]
+        return [(x[:, 0, 0, 0, 0].tolist(), mbs[0].target_idx) for x, mbs in loader]
 
     serial, parallel = masks(0), masks(2)
     assert len(serial) == 6

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-import unisurg.bench.metrics as M
+import unisurg.evaluation.metrics as M
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL = SHARED / "real-data"

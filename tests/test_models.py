@@ -8,8 +8,6 @@ import torch
 
 from unisurg.models import (
     EncoderConfig,
-    MaskCollator,
-    TubeMaskGenerator,
     gather_tokens,
     MomentumSchedule,
     PredictorConfig,
@@ -23,6 +21,8 @@ from unisurg.models import (
     momentum_at,
 )
 from unisurg.models.pos_embed import sincos_3d
+from unisurg.train.mask_collator import SampleMaskCollator
+from unisurg.train.masks import TubeMaskGenerator
 from unisurg.models.presets import PRESETS
 from unisurg.models.rope import apply_rope, rope_cos_sin
 
@@ -323,8 +323,9 @@ def test_jepa_training_step_composes():
     enc.train()
     target = make_target(enc)
     pred = build_predictor(enc, predictor_dim=24, depth=1, num_heads=2)
-    coll = MaskCollator(TubeMaskGenerator((2, 2, 3), ratio=(0.5, 0.7)), seed=0)
-    x, mb = coll([torch.randn(3, 4, 32, 48) for _ in range(3)])
+    coll = SampleMaskCollator([TubeMaskGenerator((2, 2, 3), ratio=(0.5, 0.7))], (2, 2, 3), seed=0, tubelet_size=2,
+                              patch_size=16, per_rank_batch=3)
+    x, (mb,) = coll([torch.randn(3, 4, 32, 48) for _ in range(3)])
     with torch.no_grad():
         h = torch.nn.functional.layer_norm(target(x), (48,))
         h = gather_tokens(h, mb.target_idx)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from unisurg.config import ConfigError, load_config
+from unisurg.typed_config import ConfigError, load_config
 from unisurg.objectives import (UniSurgLossConfig, affinity_distillation_loss, channel_std, dense_motion_map,
                                 dense_motion_prediction_loss, gram_affinity_loss, mae_loss, mae_targets,
                                 motion_prediction_loss, motion_score, patchify, topk_motion_tubes,

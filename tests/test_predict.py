@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from conftest import BB_A, BB_B, bench_cli as cli
-from unisurg.bench.predict import ProbeFormatError, ProbeMismatchError, embed_video, predict_video
+from unisurg.evaluation.predict import ProbeFormatError, ProbeMismatchError, embed_video, predict_video
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from unisurg.bench.runner import run_benchmark
-    from unisurg.data.synth import generate_dataset
+    from unisurg.evaluation.runner import run_benchmark
+    from unisurg.synth.generate import generate_dataset
 
     base = tmp_path_factory.mktemp("pred")
     generate_dataset(base / "synth", n_videos=5, seconds=16, height=64, width=96, fps=5, seed=1, progress=False)
@@ -69,7 +69,7 @@ def test_predict_refuses_a_probe_of_another_backbone(trained, capsys):
 def test_embed_npy_and_safetensors_with_timestamps(trained):
     from safetensors.numpy import load_file
 
-    from unisurg.bench.backbones import load_backbone
+    from unisurg.backbones.registry import load_backbone
     from unisurg.data.decode import decode_video
 
     base, _, _ = trained

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisurg.bench.losses import class_balanced_weights, multi_bce, multi_cross_entropy, multi_regression
-from unisurg.bench.optim import BatchedAdamW, cosine_factor
-from unisurg.bench.probe import MultiDenseDecoder, MultiProbe, ProbeSpec
+from unisurg.evaluation.task_losses import class_balanced_weights, multi_bce, multi_cross_entropy, multi_regression
+from unisurg.evaluation.probe_optim import BatchedAdamW, cosine_factor
+from unisurg.evaluation.probe import MultiDenseDecoder, MultiProbe, ProbeSpec
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from unisurg.data.synth import PHASES, TOOLS, generate_dataset, plan_video, render_video
-from unisurg.data.synth_render import FrameRenderer
+from unisurg.synth.generate import PHASES, TOOLS, generate_dataset, plan_video, render_video
+from unisurg.synth.render import FrameRenderer
 
 # Written out from the Cholec80 files themselves (not from the module's constants).
 CHOLEC80_PHASES = {

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from unisurg.config import ConfigError
+from unisurg.typed_config import ConfigError
 from unisurg.models.strict_load import CheckpointError
-from unisurg.train.config import load_pretrain_config
-from unisurg.train.presets import pretrain_presets
+from unisurg.train.pretrain_config import load_pretrain_config
+from unisurg.train.yaml_presets import pretrain_presets
 from conftest import synth_store
 
 torch.set_num_threads(1)
@@ -94,7 +94,7 @@ def test_lr_schedule_hand_values():
 def test_no_weight_decay_on_biases_and_norms():
     """Behaviour, not bookkeeping: with zero gradients AdamW only applies decoupled decay (p *= 1 - lr wd)."""
     from unisurg.models import build_encoder, build_predictor
-    from unisurg.train.config import OptimConfig
+    from unisurg.train.pretrain_config import OptimConfig
     from unisurg.train.optim import Hyper, build_optimizer, set_hyperparams
     from unisurg.train.steps import JepaStudent
 
@@ -121,8 +121,8 @@ def test_no_weight_decay_on_biases_and_norms():
 # -- masks: independent of how the global batch is split ----------------------------------------
 
 def test_sample_masks_do_not_depend_on_world_size():
-    from unisurg.models.masks import TubeMaskGenerator
-    from unisurg.train.masking import SampleMaskCollator
+    from unisurg.train.masks import TubeMaskGenerator
+    from unisurg.train.mask_collator import SampleMaskCollator
 
     grid = (4, 4, 4)
     gens = [TubeMaskGenerator(grid, (0.75, 0.95))]
@@ -170,7 +170,7 @@ def _small_task(objective="vjepa", pos="rope"):
 
 
 def _batch(seed=0, b=2):
-    from unisurg.models.masks import TubeMaskGenerator
+    from unisurg.train.masks import TubeMaskGenerator
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (b, 3, 4, 16, 16), dtype=torch.uint8, generator=g)
@@ -202,7 +202,7 @@ def test_jepa_loss_is_l1_to_layernormed_ema_target_naive():
 
 
 def test_train_step_updates_student_then_ema_target():
-    from unisurg.train.config import OptimConfig
+    from unisurg.train.pretrain_config import OptimConfig
     from unisurg.train.optim import Hyper, build_optimizer
     from unisurg.train.steps import StepConfig, train_step
 

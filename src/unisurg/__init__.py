@@ -1,11 +1,14 @@
 """unisurg: surgical-video foundation models, end to end.
 
-Pipeline: ``data`` (ingest, store, sampling, clips) -> ``models`` (video ViT, predictor)
--> ``objectives`` (UniSurg losses) -> ``train`` (pretraining) -> ``bench`` (probing, metrics)
--> ``curate`` (corpus balancing, dedup, leakage). ``cli`` is a thin front over these.
+Layers, each importing only those before it (``tests/test_import_graph.py`` checks this):
+``data`` (ingest, store, clips, sampling) and ``synth`` (the synthetic world) -> ``models`` (video ViT,
+predictor, image trunks) -> ``objectives`` (the papers' losses) -> ``datasets`` (benchmark adapters) and
+``backbones`` (spec strings, loaders, frozen features) -> ``curate`` (embeddings, k-means, dedup, leakage)
+-> ``train`` (pretraining) -> ``evaluation`` (probes, tasks, metrics, reports) -> ``demo`` -> ``cli``.
+See ``docs/layout.md``.
 """
 
-__version__ = "0.1.0"
+from unisurg._version import __version__
 
 
 def load_encoder(path, **kwargs):

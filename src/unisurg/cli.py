@@ -33,7 +33,7 @@ def _add_synth(sub):
 
 
 def _run_synth(a) -> int:
-    from unisurg.data.synth import generate_dataset
+    from unisurg.synth.generate import generate_dataset
 
     try:
         summary = generate_dataset(a.out, n_videos=a.videos, seconds=a.seconds, height=a.height, width=a.width,
@@ -125,7 +125,7 @@ def _run_demo_command(name: str, a) -> int:
     from unisurg import demo
 
     try:
-        return getattr(demo, f"run_{name}")(a.out, quick=a.quick, seed=a.seed)
+        return getattr(demo, f"run_{name}")(a.out, main, quick=a.quick, seed=a.seed)
     except demo.DemoStepError as e:
         print(f"unisurg {name}: error: {e}", file=sys.stderr)
         return 1
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unisurg", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from unisurg.bench.command import add_parser as add_bench_commands
+    from unisurg.evaluation.command import add_parser as add_bench_commands
     from unisurg.curate.command import add_parser as add_curate_command
     from unisurg.train.command import add_parser as add_pretrain_command
 
@@ -158,19 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from unisurg import __version__
+    from unisurg._version import __version__
 
     return f"unisurg {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from unisurg.config import ConfigError
+    from unisurg.typed_config import ConfigError
     from unisurg.data.ingest import IngestInputError
     from unisurg.data.store import StoreError
     from unisurg.data.manifest import ManifestError
     from unisurg.curate.corpus_files import CurationError
-    from unisurg.curate.leakage_guard import LeakageError
+    from unisurg.curate.leakage_check import LeakageError
     from unisurg.models.strict_load import CheckpointError
 
     try:

@@ -18,6 +18,8 @@ Steps whose output exists are reused (the commands are idempotent), so an interr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import shlex
 import shutil
@@ -107,8 +109,9 @@ def _say(msg: str) -> None:
 class Pipeline:
     """The demo's steps as CLI invocations, recorded for the report."""
 
-    def __init__(self, out: Path, scale: DemoScale, seed: int):
+    def __init__(self, out: Path, scale: DemoScale, seed: int, run_command: Callable[[list[str]], int]):
         self.out, self.scale, self.seed = Path(out), scale, seed
+        self.run_command = run_command  # unisurg.cli.main: each step runs exactly as its command line
         self.commands: list[tuple[str, str]] = []  # (what, command line)
         self.timings: dict[str, float] = {}
         self.bench_dir = self.out / "benchmark"
@@ -117,13 +120,11 @@ class Pipeline:
         self.runs = self.out / "runs"
 
     def cli(self, what: str, argv: list[str], *, ok_codes=(0,)) -> int:
-        from unisurg.cli import main
-
         line = "unisurg " + " ".join(shlex.quote(str(a)) for a in argv)
         self.commands.append((what, line))
         _say(f"$ {line}")
         t0 = time.perf_counter()
-        code = main([str(a) for a in argv])
+        code = self.run_command([str(a) for a in argv])
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
         if code not in ok_codes:
             raise DemoStepError(f"step '{what}' failed (exit {code}): {line}")
@@ -290,11 +291,11 @@ def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str,
 
 # -- entry points -----------------------------------------------------------------------------------
 
-def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, title: str, bench_name: str,
-         report_name: str, with_random: bool, comparisons: list[tuple[str, str]]) -> int:
+def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, run_command, title: str,
+         bench_name: str, report_name: str, with_random: bool, comparisons: list[tuple[str, str]]) -> int:
     scale = QUICK if quick else FULL
     t0 = time.perf_counter()
-    p = Pipeline(out, scale, seed)
+    p = Pipeline(out, scale, seed, run_command)
     _say(f"{title}: working folder {out}")
     p.data()
     finals = {name: p.pretrain(name, ov) for name, ov in variants.items()}
@@ -316,13 +317,13 @@ def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, t
     return 0
 
 
-def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> int:
-    return _run(Path(out), VARIANTS, quick=quick, seed=seed, title="unisurg demo: UniSurg vs V-JEPA vs untrained",
+def run_demo(out: Path, run_command: Callable[[list[str]], int], *, quick: bool = False, seed: int = 0) -> int:
+    return _run(Path(out), VARIANTS, quick=quick, seed=seed, run_command=run_command, title="unisurg demo: UniSurg vs V-JEPA vs untrained",
                 bench_name="bench", report_name="report", with_random=True,
                 comparisons=[("unisurg", "random"), ("unisurg", "vjepa"), ("vjepa", "random")])
 
 
-def run_ablate(out: Path, *, quick: bool = False, seed: int = 0) -> int:
-    return _run(Path(out), ABLATIONS, quick=quick, seed=seed, title="unisurg ablate: each UniSurg component off",
+def run_ablate(out: Path, run_command: Callable[[list[str]], int], *, quick: bool = False, seed: int = 0) -> int:
+    return _run(Path(out), ABLATIONS, quick=quick, seed=seed, run_command=run_command, title="unisurg ablate: each UniSurg component off",
                 bench_name="bench-ablate", report_name="report-ablate", with_random=True,
                 comparisons=[("unisurg", k) for k in ABLATIONS if k != "unisurg"] + [("unisurg", "random")])

@@ -37,7 +37,7 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from unisurg.bench.backbones import BackboneSpecError
+    from unisurg.backbones.spec import BackboneSpecError
     from unisurg.curate.corpus_files import CurationError
     from unisurg.data.store import StoreError
 
@@ -192,7 +192,7 @@ def _add_leakage(sub) -> None:
 
 
 def _run_leakage(a) -> int:
-    from unisurg.curate.leakage_guard import check_leakage, exclude_leaking_videos, format_leakage_summary
+    from unisurg.curate.leakage_check import check_leakage, exclude_leaking_videos, format_leakage_summary
 
     report = check_leakage(a.store, benchmarks=a.benchmark, videos=a.videos, splits=[s for s in a.splits.split(",") if s],
                            max_distance=a.max_distance, min_frames=a.min_frames, min_contrast=a.min_contrast,

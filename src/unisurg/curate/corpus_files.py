@@ -7,7 +7,7 @@ Layout (all under ``STORE/curation/``, each file written to a temporary name and
     phash.npz                                       perceptual hash of every stored frame   (store_hashes.py)
     media_hashes/                                   hashes of benchmark test videos          (store_hashes.py)
     duplicates.json                                 near-duplicate report                    (store_dedup.py)
-    leakage.json                                    benchmark leakage report                 (leakage_guard.py)
+    leakage.json                                    benchmark leakage report                 (leakage_check.py)
     exclude.json                                    videos to leave out of training          (this module)
 
 ``exclude.json``::
@@ -24,10 +24,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from unisurg.atomic_files import write_json_atomic
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
 from unisurg.data.store import StoreError
 
@@ -49,18 +49,6 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, obj, *, indent: int | None = 1) -> Path:
-    """JSON to ``path`` via a temporary file, fsync and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def read_json(path: Path, what: str, expected_format: str | None = None) -> dict:
@@ -147,7 +135,7 @@ def training_videos(store_root: str | Path, *, include_datasets: Iterable[str] |
                     honour_exclusions: bool = True) -> list[str]:
     """The ok videos of a store that pretraining would use: optionally only some datasets, and
     without the videos of ``exclude.json``. Pass the same list to ``ClipDataset(video_ids=...)``
-    and to :func:`unisurg.curate.leakage_guard.guard_corpus` so both agree."""
+    and to :func:`unisurg.train.leakage_guard.guard_corpus` so both agree."""
     _, recs = store_records(store_root)
     if include_datasets is not None:
         keep = set(include_datasets)

@@ -42,10 +42,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.device import resolve_device
 from unisurg.atomic_files import save_npy_atomic
-from unisurg.bench.features import FeatureCacheError, frozen_tokens
-from unisurg.bench.pixels import center_crop, read_frames
-from unisurg.curate.corpus_files import CurationError, curation_dir, read_json, video_signature, write_json_atomic
+from unisurg.backbones.features import FeatureCacheError, frozen_tokens
+from unisurg.data.pixels import center_crop, read_frames
+from unisurg.curate.corpus_files import CurationError, curation_dir, read_json, video_signature
+from unisurg.atomic_files import write_json_atomic
 from unisurg.data.clips import ClipDataset, ClipSpec, clip_frame_indices, resize_short_side
 from unisurg.data.store import FrameStore, StoreError
 
@@ -387,11 +389,11 @@ def embed_store(
     log: Callable[[str], None] = print,
 ) -> EmbedResult:
     """Embed every sample of the store (see module doc) with ``backbone`` (a spec string for
-    :func:`~unisurg.bench.backbones.load_backbone`, or a loaded ``Backbone``); resumable."""
+    :func:`~unisurg.backbones.registry.load_backbone`, or a loaded ``Backbone``); resumable."""
     t0 = time.perf_counter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     if isinstance(backbone, str):
-        from unisurg.bench.backbones import load_backbone
+        from unisurg.backbones.registry import load_backbone
 
         backbone = load_backbone(backbone, device=device)
     else:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
+from unisurg.atomic_files import write_atomic
 from unisurg.curate.corpus_files import CurationError, curation_dir, video_signature
 from unisurg.curate.phash import hash_frames
 from unisurg.data.store import FrameStore
@@ -109,14 +109,9 @@ def _write_cache(path: Path, kind: str, entries: dict[str, tuple[str, np.ndarray
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     hashes = np.concatenate([entries[v][1] for v in ids]).astype(np.uint64) if ids else np.zeros(0, np.uint64)
     contrast = np.concatenate([entries[v][2] for v in ids]).astype(np.float32) if ids else np.zeros(0, np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps({"kind": kind, "version": HASH_CACHE_VERSION})), ids=np.array(ids, dtype=str),
-                 signatures=np.array([entries[v][0] for v in ids], dtype=str), offsets=offsets, hashes=hashes, contrast=contrast)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(
+        f, meta=np.array(json.dumps({"kind": kind, "version": HASH_CACHE_VERSION})), ids=np.array(ids, dtype=str),
+        signatures=np.array([entries[v][0] for v in ids], dtype=str), offsets=offsets, hashes=hashes, contrast=contrast))
 
 
 _WORKER_STORE: FrameStore | None = None
@@ -200,7 +195,7 @@ def hash_video_file(path: str | Path, *, fps: float, short_side: int = MEDIA_SHO
 
 def hash_images(paths: list[Path], *, kind: HashKind = "dct") -> tuple[np.ndarray, np.ndarray]:
     """Hashes of image files taken as consecutive frames (any size; one image at a time in memory)."""
-    from unisurg.bench.datasets.media import read_image
+    from unisurg.data.image_files import read_image
 
     hs, cs = [], []
     for p in paths:
@@ -214,7 +209,7 @@ def hash_images(paths: list[Path], *, kind: HashKind = "dct") -> tuple[np.ndarra
 
 def hash_frame_folder(folder: str | Path, *, folder_fps: float, fps: float, kind: HashKind = "dct") -> tuple[np.ndarray, np.ndarray]:
     """Hashes of a folder of frames (natural name order) at ``folder_fps``, resampled to ``fps``."""
-    from unisurg.bench.frames import list_frame_images, resample_folder_indices
+    from unisurg.data.media_store import list_frame_images, resample_folder_indices
 
     images = list_frame_images(Path(folder))
     picks = resample_folder_indices(len(images), folder_fps, fps)
@@ -257,11 +252,7 @@ def media_hashes(path: str | Path, *, fps: float, short_side: int = MEDIA_SHORT_
     else:
         h, c = hash_video_file(path, fps=fps, short_side=short_side, kind=kind, segment=segment)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, hashes=h, contrast=c)
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, lambda f: np.savez(f, hashes=h, contrast=c))
     return h, c
 
 

@@ -1,6 +1,6 @@
-"""Video ViT encoder, V-JEPA predictor, masks, EMA target and checkpoints.
+"""Video ViT encoder, V-JEPA predictor, MAE decoder, EMA target, image trunks, checkpoints and interop.
 
-    from unisurg.models import build_encoder, build_predictor, TubeMaskGenerator, MaskCollator
+    from unisurg.models import build_encoder, build_predictor
     enc = build_encoder("large")                      # [B, C, T, H, W] -> [B, N, 1024]
     pred = build_predictor(enc)                       # width 384, depth 12
 """
@@ -8,13 +8,6 @@
 from unisurg.models.checkpoint import load_encoder, load_predictor, save_checkpoint, save_encoder
 from unisurg.models.ema import MomentumSchedule, ema_update_, make_target, momentum_at
 from unisurg.models.interop_vjepa2 import export_vjepa2
-from unisurg.models.masks import (
-    MaskBatch,
-    MaskCollator,
-    MultiblockMaskGenerator,
-    TubeMaskGenerator,
-    vjepa2_multiblock,
-)
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
 from unisurg.models.presets import PRESETS, build_encoder, build_predictor, encoder_config
 from unisurg.models.strict_load import CheckpointError
@@ -24,12 +17,8 @@ __all__ = [
     "PRESETS",
     "CheckpointError",
     "EncoderConfig",
-    "MaskBatch",
-    "MaskCollator",
     "MomentumSchedule",
-    "MultiblockMaskGenerator",
     "PredictorConfig",
-    "TubeMaskGenerator",
     "VideoPredictor",
     "VideoViT",
     "build_encoder",
@@ -45,5 +34,4 @@ __all__ = [
     "save_checkpoint",
     "save_encoder",
     "token_grid",
-    "vjepa2_multiblock",
 ]

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import unisurg
+from unisurg.atomic_files import atomic_path, write_text_atomic
+from unisurg._version import __version__
 from unisurg.models import interop_hf, interop_vjepa2
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
 from unisurg.models.strict_load import CheckpointError, load_strict
@@ -54,12 +54,6 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p / WEIGHTS_NAME, p / CONFIG_NAME
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     path: str | Path,
     *,
@@ -82,7 +76,7 @@ def save_checkpoint(
     tensors: dict[str, torch.Tensor] = {}
     config: dict = {
         "unisurg_format": FORMAT_VERSION,
-        "unisurg_version": unisurg.__version__,
+        "unisurg_version": __version__,
         "components": {},
         "extra": extra or {},
     }
@@ -107,10 +101,9 @@ def save_checkpoint(
         text = json.dumps(config, indent=2, sort_keys=True)
     except TypeError as e:
         raise TypeError(f"save_checkpoint: 'extra' must hold only JSON values (str, number, bool, list, dict): {e}") from e
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(_unshare(tensors), str(tmp), metadata={"format": "pt", METADATA_KEY: text})
-    os.replace(tmp, weights_path)
-    _atomic_write_bytes(config_path, (text + "\n").encode())
+    with atomic_path(weights_path) as tmp:
+        save_file(_unshare(tensors), str(tmp), metadata={"format": "pt", METADATA_KEY: text})
+    write_text_atomic(config_path, text + "\n")
     return weights_path
 
 

@@ -4,28 +4,15 @@
     cfg = load_pretrain_config("tiny", ["data.stores=[store]", "run.out=runs/tiny"])
     result = train(cfg)                      # or train(cfg, resume=True)
 
-Modules: ``config`` (typed sections), ``presets`` (YAML presets in ``unisurg/configs``), ``data``,
-``masking``, ``optim``, ``steps``, ``distributed``, ``checkpointing``, ``init_weights``, ``logs``,
-``trainer``, ``command`` (the ``unisurg pretrain`` CLI). Attributes load lazily so that the CLI
-parser does not import torch.
+Modules: ``pretrain_config`` (typed sections, nesting the models' own configs), ``yaml_presets`` (the
+YAML presets in ``unisurg/configs``), ``data`` (loader), ``masks`` + ``mask_collator`` (mask generation),
+``optim``, ``steps`` (one training step, phase by phase), ``distributed``, ``checkpointing``,
+``init_weights``, ``logs``, ``leakage_guard``, ``trainer``, ``command`` (the ``unisurg pretrain`` CLI).
 """
 
-_EXPORTS = {
-    "PretrainConfig": "unisurg.train.config",
-    "load_pretrain_config": "unisurg.train.config",
-    "pretrain_presets": "unisurg.train.presets",
-    "train": "unisurg.train.trainer",
-    "Trainer": "unisurg.train.trainer",
-    "TrainResult": "unisurg.train.trainer",
-    "read_jsonl": "unisurg.train.logs",
-}
+from unisurg.train.logs import read_jsonl
+from unisurg.train.pretrain_config import PretrainConfig, load_pretrain_config
+from unisurg.train.trainer import Trainer, TrainResult, train
+from unisurg.train.yaml_presets import pretrain_presets
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'unisurg.train' has no attribute {name!r}")
+__all__ = ["PretrainConfig", "TrainResult", "Trainer", "load_pretrain_config", "pretrain_presets", "read_jsonl", "train"]

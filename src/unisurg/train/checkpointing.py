@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unisurg.atomic_files import fsync_dir, fsync_file, write_bytes_atomic
 from unisurg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_checkpoint
 from unisurg.models.mae_decoder import MAEDecoderConfig
 from unisurg.models.predictor import VideoPredictor
@@ -42,38 +43,6 @@ LATEST_NAME = "latest.json"
 LOG_TMP_PREFIX = "log.jsonl.tmp"  # logs.truncate_jsonl rewrites the log through this name
 STATE_FORMAT = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-# -- atomic file system helpers ------------------------------------------------------------------
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync, rename and a directory fsync."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 # -- RNG -----------------------------------------------------------------------------------------
@@ -226,7 +195,7 @@ def write_checkpoint(checkpoints: Path, step: int, contents: CheckpointContents,
 
     name = step_dir_name(step)
     final = write_dir_atomically(checkpoints / name, fill)
-    atomic_write_bytes(checkpoints / LATEST_NAME, json.dumps({"step": step, "dir": name}).encode())
+    write_bytes_atomic(checkpoints / LATEST_NAME, json.dumps({"step": step, "dir": name}).encode())
     prune(checkpoints, keep_last, keep=name)
     return final
 

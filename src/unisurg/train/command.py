@@ -38,7 +38,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then train (or print it). Returns the exit status."""
-    from unisurg.train.config import load_pretrain_config
+    from unisurg.train.pretrain_config import load_pretrain_config
     from unisurg.train.trainer import print_config, train
 
     overrides = list(args.overrides or [])
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unisurg pretrain", description=DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    from unisurg.config import ConfigError
+    from unisurg.typed_config import ConfigError
     from unisurg.data.store import StoreError
     from unisurg.curate.corpus_files import CurationError
-    from unisurg.curate.leakage_guard import LeakageError
+    from unisurg.curate.leakage_check import LeakageError
     from unisurg.models.strict_load import CheckpointError
 
     try:

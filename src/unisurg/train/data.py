@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from pathlib import Path
 
-from unisurg.config import ConfigError
+from unisurg.typed_config import ConfigError
 from unisurg.data.clips import ClipDataset, ClipSpec, make_loader
 from unisurg.data.sampler import BalancedSampler, UniformSampler
-from unisurg.train.config import PretrainConfig
+from unisurg.train.pretrain_config import PretrainConfig
 from unisurg.train.distributed import DistInfo
-from unisurg.train.masking import SampleMaskCollator, build_mask_generators
+from unisurg.train.mask_collator import SampleMaskCollator, build_mask_generators
 
 
 class MultiStoreClips(Dataset):

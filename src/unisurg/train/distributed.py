@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unisurg.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,21 +35,11 @@ class DistInfo:
         return self.world > 1
 
 
-def pick_device(preference: str, local_rank: int) -> torch.device:
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but CUDA is not available; use run.device=auto or cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def init_distributed(device_preference: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the ``torchrun`` process group if the environment names one; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
+    device = resolve_device(device_preference, local_rank=local_rank, setting="run.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world <= 1:

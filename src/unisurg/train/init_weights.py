@@ -19,7 +19,7 @@ from unisurg.models.predictor import VideoPredictor
 from unisurg.models.strict_load import CheckpointError, check_state_dict, load_strict
 from unisurg.models.vit import VideoViT
 from unisurg.train.checkpointing import DECODER_NAME, latest_checkpoint, read_decoder
-from unisurg.train.config import InitConfig
+from unisurg.train.pretrain_config import InitConfig
 
 # encoder / predictor / decoder config field -> the pretraining config key that sets it
 ENCODER_KEYS = {"embed_dim": "model.embed_dim", "depth": "model.depth", "num_heads": "model.num_heads",

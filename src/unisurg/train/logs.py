@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from unisurg.train.checkpointing import atomic_write_bytes
+from unisurg.atomic_files import write_bytes_atomic
 
 LOG_NAME = "log.jsonl"
 
@@ -30,7 +30,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue
         if rec.get("step", math.inf) <= last_step:
             kept.append(line)
-    atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+    write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from unisurg.models.ema import ema_update_
 from unisurg.models.mae_decoder import MAEDecoder
-from unisurg.models.masks import MaskBatch
+from unisurg.train.masks import MaskBatch
 from unisurg.models.predictor import VideoPredictor
 from unisurg.models.vit import VideoViT, gather_tokens
 from unisurg.objectives.mae import mae_loss, mae_targets

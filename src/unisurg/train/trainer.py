@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import yaml
 
-from unisurg.config import ConfigError, to_dict
+from unisurg.typed_config import ConfigError, to_dict
 from unisurg.models.ema import make_target
 from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
 from unisurg.models.presets import build_encoder, build_predictor
 from unisurg.train import checkpointing as ckpt
-from unisurg.train.config import PretrainConfig
+from unisurg.train.pretrain_config import PretrainConfig
 from unisurg.train.data import TrainData, build_data
 from unisurg.train.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier, broadcast_object,
                                        init_distributed, shard_fsdp, shutdown, unwrap, wrap_ddp)
@@ -198,7 +198,7 @@ class Trainer:
         of the check goes to OUT/corpus_check.json and the console."""
         if not self.info.is_main:
             return None
-        from unisurg.curate.leakage_guard import guard_corpus
+        from unisurg.train.leakage_guard import guard_corpus
 
         record = guard_corpus(self.cfg.data.stores, allow_leakage=self.cfg.run.allow_leakage,
                               log=lambda m: print(f"[pretrain] {m}", file=sys.stderr, flush=True),

@@ -1,0 +1,319 @@
+"""Frozen features: every sample's tokens computed once by the backbone, cached on disk, reused.
+
+Cache layout (one folder per backbone x protocol x dataset x split scheme x split)::
+
+    CACHE/features/<dataset>/<split scheme>/<backbone fingerprint[:16]>-<protocol digest[:16]>/<split>/
+        meta.json                 backbone, protocol, sample count, shard size
+        shard_00000.npy ...       float16 [n_shard, N, D] tokens (or [n_shard, D] pooled)
+        complete.json             written last
+
+The protocol digest covers everything that changes the features: the clip protocol (frames, res,
+fps, anchor, short side, normalisation, ...), the feature mode and dtype, the task and the exact
+sample list (keys and frame indices). Each shard is written to a temporary name and renamed, so a
+killed extraction leaves only whole shards, and a rerun computes only the missing ones.
+Reading uses memory maps: a training batch touches only its samples' bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from unisurg.atomic_files import save_npy_atomic, write_json_atomic
+from unisurg.data.augment import train_augment
+from unisurg.data.pixels import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    center_crop,
+    read_frames,
+    resize_image,
+    to_model_input,
+)
+from unisurg.datasets.samples import SampleRef, SplitData
+
+CACHE_VERSION = 1
+PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "frame_folder_fps", "norm", "jpeg_quality")
+
+
+class FeatureCacheError(RuntimeError):
+    pass
+
+
+def _json_digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def protocol_dict(cfg, task_name: str) -> dict:
+    """The settings that determine the cached features (see module docstring)."""
+    clip = {k: getattr(cfg.clip, k) for k in PIXEL_FIELDS}
+    clip["resize_short"] = cfg.clip.resize_short
+    return {"version": CACHE_VERSION, "clip": clip, "mode": cfg.features.mode, "dtype": cfg.features.dtype,
+            "task": task_name}
+
+
+def feature_dir(cfg, dataset: str, split_scheme: str, fingerprint: str, task_name: str, split: SplitData) -> Path:
+    proto = protocol_dict(cfg, task_name)
+    digest = _json_digest({"protocol": proto, "samples": split.keys_digest()})
+    root = Path(cfg.cache_dir).expanduser() / "features" / dataset / (split_scheme or "default")
+    return root / f"{fingerprint[:16]}-{digest[:16]}" / split.name
+
+
+def norm_stats(cfg, backbone) -> tuple[tuple, tuple]:
+    if cfg.clip.norm == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(backbone.mean), tuple(backbone.std)
+
+
+# -- pixels -----------------------------------------------------------------------------------
+
+
+class ClipPixels:
+    """Reads the pixels of samples: clips from the frame store, still images from their files.
+
+    ``image_frames``: how many times a still image is repeated along time (a video backbone's
+    tubelet size; 1 for an image backbone).
+    """
+
+    def __init__(self, store, ids: dict[str, str], res: int, image_frames: int = 1):
+        self.store, self.ids, self.res, self.image_frames = store, ids, res, image_frames
+
+    def _image(self, ref: SampleRef) -> np.ndarray:
+        from unisurg.datasets import read_image
+
+        img = resize_image(read_image(ref.media), self.res)
+        return np.repeat(img[None], self.image_frames, axis=0)
+
+    def group(self, refs: list[SampleRef]) -> np.ndarray:
+        """``uint8 [b, T, res, res, 3]`` of a batch of samples; consecutive samples of one video are
+        decoded with one contiguous read of the frames they span (neighbouring seconds share frames)."""
+        out, i = [], 0
+        while i < len(refs):
+            j = i + 1
+            while j < len(refs) and refs[j].media == refs[i].media:
+                j += 1
+            run = refs[i:j]
+            if run[0].indices is None:
+                out.extend(self._image(r) for r in run)
+            else:
+                allidx = np.concatenate([r.indices for r in run])
+                lo, hi = int(allidx.min()), int(allidx.max())
+                block = center_crop(read_frames(self.store, self.ids[run[0].media], np.arange(lo, hi + 1)), self.res)
+                out.extend(block[r.indices - lo] for r in run)
+            i = j
+        return np.stack(out)
+
+    def one(self, ref: SampleRef, augment: Callable | None = None) -> np.ndarray:
+        """``uint8 [T, res, res, 3]`` of one sample, through ``augment(frames [T, H, W, 3]) -> [T, res, res, 3]``."""
+        if ref.indices is None:
+            from unisurg.datasets import read_image
+
+            img = read_image(ref.media)
+            frames = np.repeat(img[None], self.image_frames, axis=0)
+            return augment(frames) if augment else np.repeat(resize_image(img, self.res)[None], self.image_frames, 0)
+        frames = read_frames(self.store, self.ids[ref.media], ref.indices)
+        return augment(frames) if augment else np.ascontiguousarray(center_crop(frames, self.res))
+
+
+class _Groups(Dataset):
+    def __init__(self, pixels: ClipPixels, refs: list[SampleRef], groups: list[np.ndarray]):
+        self.pixels, self.refs, self.groups = pixels, refs, groups
+
+    def __len__(self):
+        return len(self.groups)
+
+    def __getitem__(self, g):
+        return torch.from_numpy(self.pixels.group([self.refs[i] for i in self.groups[g]]))
+
+
+def batch_groups(refs: list[SampleRef], start: int, stop: int, batch_size: int) -> list[np.ndarray]:
+    """Samples ``start..stop-1`` cut into consecutive batches of ``batch_size`` (the sample order keeps the
+    seconds of a video together, so a batch reads a short span of frames)."""
+    return [np.arange(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
+
+
+# -- the backbone forward ---------------------------------------------------------------------
+
+
+def frozen_tokens(backbone, clips: torch.Tensor, device: torch.device, dtype: torch.dtype, mean, std,
+                  amp: bool) -> torch.Tensor:
+    """uint8 clips ``[B, T, H, W, 3]`` (or augmented, see ``to_model_input``) -> float32 tokens
+    ``[B, N, D]`` of the frozen backbone; normalisation happens on the device."""
+    x = to_model_input(clips.to(device, non_blocking=True), mean, std, dtype)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        tokens = backbone.model(x)
+    if isinstance(tokens, (list, tuple)):
+        tokens = tokens[-1]
+    if tokens.dim() != 3:
+        raise FeatureCacheError(f"backbone {backbone.name} returned shape {tuple(tokens.shape)}; expected [B, N, D]")
+    return tokens.float()
+
+
+class Encoder:
+    """uint8 clips -> frozen features on the device (normalise, forward, optional mean pooling)."""
+
+    def __init__(self, backbone, cfg, device: torch.device, mean: tuple | None = None, std: tuple | None = None):
+        self.backbone, self.device = backbone, device
+        self.mean, self.std = norm_stats(cfg, backbone)
+        if mean is not None:  # the statistics a saved probe was trained with
+            self.mean, self.std = mean, std
+        self.mode = cfg.features.mode
+        self.amp = cfg.train.amp and device.type == "cuda"
+        p = next(iter(backbone.model.parameters()), None)
+        self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+        self.forwards = 0
+
+    @torch.no_grad()
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 clips ``[B, T, H, W, 3]`` (or augmented ``float16 [B, T, H, W, 4]``, see ``to_model_input``)."""
+        tokens = frozen_tokens(self.backbone, clips, self.device, self.dtype, self.mean, self.std, self.amp)
+        self.forwards += 1
+        if self.mode == "pooled":
+            return tokens.mean(dim=1)
+        if self.mode == "time":  # token order is (t, h, w): mean over each time step's patches
+            steps = clips.shape[1] // self.backbone.tubelet_size
+            if tokens.shape[1] % steps:
+                raise FeatureCacheError(f"features.mode=time: {tokens.shape[1]} tokens do not split into {steps} time steps")
+            return tokens.view(tokens.shape[0], steps, -1, tokens.shape[2]).mean(dim=2)
+        return tokens
+
+
+# -- the cache --------------------------------------------------------------------------------
+
+
+class FeatureSet(Dataset):
+    """Read side of a cached split: ``fs[i]`` -> ``float32`` tensor ``[N, D]`` (or ``[D]``)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not (self.folder / "complete.json").exists():
+            raise FeatureCacheError(f"{self.folder}: feature cache incomplete; rerun `unisurg extract` to finish it")
+        self.meta = json.loads(meta_path.read_text())
+        self.n, self.shard_size = int(self.meta["n"]), int(self.meta["shard_size"])
+        self._shards: dict[int, np.ndarray] = {}
+        first = self._shard(0)
+        self.item_shape = tuple(first.shape[1:])
+
+    def _shard(self, k: int) -> np.ndarray:
+        arr = self._shards.get(k)
+        if arr is None:
+            arr = np.load(self.folder / f"shard_{k:05d}.npy", mmap_mode="r")
+            self._shards[k] = arr
+        return arr
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        k, j = divmod(int(i), self.shard_size)
+        return torch.from_numpy(np.array(self._shard(k)[j], dtype=np.float32))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_shards"] = {}
+        return state
+
+
+def _shard_ok(path: Path, n_expected: int) -> bool:
+    try:
+        return np.load(path, mmap_mode="r").shape[0] == n_expected
+    except (OSError, ValueError):
+        return False
+
+
+def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder: Path, cfg, *,
+                  meta: dict, progress: bool = False, log: Callable[[str], None] = print) -> FeatureSet:
+    """Compute (or reuse) the cached features of ``split`` in ``folder``; returns the read side."""
+    folder = Path(folder)
+    if (folder / "complete.json").exists():
+        fs = FeatureSet(folder)
+        if fs.n == len(split):
+            return fs
+        raise FeatureCacheError(f"{folder}: cache holds {fs.n} samples, the split has {len(split)}; delete the folder")
+    if len(split) == 0:
+        raise FeatureCacheError(f"split {split.name!r} has no sample to extract")
+    folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob("*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    S = cfg.features.shard_size
+    n_shards = (len(split) + S - 1) // S
+    write_json_atomic(folder / "meta.json", {**meta, "n": len(split), "shard_size": S, "n_shards": n_shards,
+                                              "split": split.name, "created": time.time()})
+    np_dtype = np.float16 if cfg.features.dtype == "float16" else np.float32
+    todo = [k for k in range(n_shards)
+            if not _shard_ok(folder / f"shard_{k:05d}.npy", min(S, len(split) - k * S))]
+    if todo:
+        log(f"  extracting {split.name}: {len(split)} samples, {len(todo)}/{n_shards} shards to compute")
+    groups, owner = [], []
+    for k in todo:
+        gs = batch_groups(split.refs, k * S, min((k + 1) * S, len(split)), cfg.features.batch_size)
+        groups.extend(gs)
+        owner.extend([k] * len(gs))
+    if groups:
+        loader = DataLoader(_Groups(pixels, split.refs, groups), batch_size=None, shuffle=False,
+                            num_workers=cfg.features.workers, pin_memory=encoder.device.type == "cuda")
+        pending: dict[int, list[np.ndarray]] = {}
+        remaining = {k: sum(1 for o in owner if o == k) for k in todo}
+        from tqdm import tqdm
+
+        for g, clips in enumerate(tqdm(loader, total=len(groups), desc=f"extract {split.name}", disable=not progress)):
+            feats = encoder(clips).cpu().numpy().astype(np_dtype)
+            k = owner[g]
+            pending.setdefault(k, []).append(feats)
+            remaining[k] -= 1
+            if remaining[k] == 0:
+                save_npy_atomic(folder / f"shard_{k:05d}.npy", np.concatenate(pending.pop(k)))
+    write_json_atomic(folder / "complete.json", {"n": len(split), "finished": time.time()})
+    return FeatureSet(folder)
+
+
+class InMemoryFeatures(Dataset):
+    """Features of a split computed now and kept in memory (``features.cache=false``, ``predict``)."""
+
+    def __init__(self, encoder: Encoder, pixels: ClipPixels, split: SplitData, batch_size: int, workers: int = 0,
+                 progress: bool = False):
+        groups = batch_groups(split.refs, 0, len(split), batch_size)
+        loader = DataLoader(_Groups(pixels, split.refs, groups), batch_size=None, num_workers=workers)
+        from tqdm import tqdm
+
+        self.data = torch.cat([encoder(c).cpu() for c in tqdm(loader, total=len(groups), disable=not progress,
+                                                                desc=f"features {split.name}")])
+        self.item_shape = tuple(self.data.shape[1:])
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+
+class OnlineClips(Dataset):
+    """Training pixels with augmentation, for ``features.online=true``: the backbone runs in the
+    training loop (``Encoder`` on each batch), so every epoch sees new augmentations.
+
+    Randomness comes from ``(seed, epoch, index)``: independent of the number of workers.
+    ``clip.augment``: ``rrc`` = random-resized crop (one box per clip, ``clip.rrc_scale``/``rrc_ratio``),
+    ``uint8 [T, res, res, 3]``; ``paper`` = the authors' RandAugment + random-resized crop + random erasing
+    (:mod:`unisurg.data.augment`), ``float16 [T, res, res, 4]`` finished by ``to_model_input`` on the device.
+    """
+
+    def __init__(self, pixels: ClipPixels, split: SplitData, cfg, seed: int = 0):
+        self.pixels, self.split, self.cfg, self.seed, self.epoch = pixels, split, cfg, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        c = self.cfg.clip
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        return torch.from_numpy(self.pixels.one(self.split.refs[i], train_augment(c, rng)))

@@ -1,0 +1,178 @@
+"""``BenchConfig``: the benchmark's typed configuration (clip protocol, probe, training, features, report).
+
+Defaults are the phase-recognition protocol of the authors' release (SPEC Sec. 5): T = 64 frames
+at 1 fps ending at the labelled second, short side 256 * res / 224 then a centre crop to res = 256,
+ImageNet mean/std (or the backbone's), all patch tokens to a 4-block, 16-head attentive probe,
+20 probes (lr x wd grid), AdamW, cosine to 0, batch 4, 1 epoch, class-balanced cross-entropy,
+bootstrap 1000 x seed 42. ``load_bench_config("tiny", ["train.epochs=3"])`` for tests and CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from unisurg.typed_config import load_config, to_dict
+
+
+@dataclass
+class ClipConfig:
+    """How a sample becomes pixels."""
+
+    frames: int = 64  # T: frames per clip
+    res: int = 256  # centre-crop size (256 for the V-JEPA family)
+    fps: float = 1.0  # frames per second of the clip (and of the frame store for per-second tasks)
+    anchor: Literal["online", "offline"] = "online"  # clip ends at the labelled second / is centred on it
+    short_side: int | None = None  # resize short side before the crop; None = int(256 * res / 224) (292 for 256)
+    clip_fps: float = 4.0  # frame-store rate for short-clip tasks (actions, skill): T frames spread over the clip
+    frame_folder_fps: float | None = None  # rate of a dataset's frame folders; None = the record's fps_source (else 1)
+    norm: Literal["backbone", "imagenet"] = "backbone"  # mean/std of the backbone, or ImageNet's
+    # training augmentation (needs features.online=true): none; rrc = random-resized crop; paper = the authors'
+    # RandAugment + random-resized crop + random erasing (unisurg.data.augment)
+    augment: Literal["none", "rrc", "paper"] = "none"
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized-crop area range [lo, hi]
+    rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # aspect-ratio range [lo, hi]
+    randaug_n: int = 4  # paper: RandAugment ops per clip (drawn with replacement, each applied with p = 0.5)
+    randaug_m: float = 7.0  # paper: RandAugment magnitude, 0..10
+    randaug_mstd: float = 0.5  # paper: std of the per-op magnitude noise (timm "mstd"; 0 = exactly m)
+    randaug_increasing: bool = True  # paper: timm's "inc1" op list (every op stronger with magnitude)
+    erase_prob: float = 0.25  # paper: probability of one random-erasing rectangle per clip
+    jpeg_quality: int = 90  # frame-store JPEG quality
+
+    def validate(self) -> None:
+        if self.frames < 1:
+            raise ValueError(f"clip.frames={self.frames} must be >= 1")
+        if self.res < 8:
+            raise ValueError(f"clip.res={self.res} is too small")
+        if self.fps <= 0 or self.clip_fps <= 0:
+            raise ValueError("clip.fps and clip.clip_fps must be positive")
+        if len(self.rrc_scale) != 2 or len(self.rrc_ratio) != 2:
+            raise ValueError("clip.rrc_scale and clip.rrc_ratio take two numbers [lo, hi]")
+        if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ValueError(f"clip.rrc_scale={self.rrc_scale}: need 0 < lo <= hi <= 1")
+        if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ValueError(f"clip.rrc_ratio={self.rrc_ratio}: need 0 < lo <= hi")
+        if self.randaug_n < 0:
+            raise ValueError(f"clip.randaug_n={self.randaug_n} must be >= 0 (0 = no RandAugment op)")
+        if not 0 <= self.randaug_m <= 10:
+            raise ValueError(f"clip.randaug_m={self.randaug_m} must be in [0, 10] (timm's magnitude scale)")
+        if self.randaug_mstd < 0:
+            raise ValueError(f"clip.randaug_mstd={self.randaug_mstd} must be >= 0")
+        if not 0 <= self.erase_prob <= 1:
+            raise ValueError(f"clip.erase_prob={self.erase_prob} must be a probability in [0, 1]")
+
+    @property
+    def resize_short(self) -> int:
+        return self.short_side if self.short_side is not None else int(256 * self.res / 224)
+
+
+@dataclass
+class ProbeConfig:
+    # blocks: depth-1 self-attention + 1 cross-attention. 20 probes against one, with the frozen forward,
+    # at the papers' sizes (benchmarks/probe_heads.py): 4 = V-JEPA 2's, 4.5-6.3x (FLOP-bound); 1 = V-JEPA 1's
+    # cross-attention-only probe, 1.1-1.3x; depth 4 with width=256, 1.4-2.2x
+    depth: int = 4
+    heads: int = 16
+    width: int | None = None  # None = the backbone's embed_dim (no input projection)
+    mlp_ratio: float = 4.0
+    decoder_hidden: int = 256  # dense tasks: hidden width of the light decoder
+    checkpoint: bool = False  # activation checkpointing of the self-attention blocks (memory at scale)
+
+    def validate(self) -> None:
+        if self.depth < 1 or self.heads < 1:
+            raise ValueError("probe.depth and probe.heads must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 4
+    lrs: list[float] = field(default_factory=lambda: [5e-3, 3e-3, 1e-3, 3e-4, 1e-4])
+    wds: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.4, 0.8])
+    warmup_fraction: float = 0.0  # of the total steps
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    class_weighting: bool = True  # w_c = N / (K n_c) in the cross-entropy
+    regression_loss: Literal["l1", "mse"] = "l1"
+    depth_max_mm: float = 100.0  # depth head range (C3VD: 0..100 mm)
+    selection_metric: str = "auto"  # "auto": accuracy (phase, clip), mAP (multi-label), mae (skill), dice, rmse
+    val_fraction: float = 0.2  # validation carved from training videos when a dataset has none
+    eval_batch_size: int = 8  # all P probes at once: activations P x B x N x width (mind GPU memory)
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be >= 1")
+        if not self.lrs or not self.wds:
+            raise ValueError("train.lrs and train.wds must be non-empty lists")
+        if any(v <= 0 for v in self.lrs) or any(v < 0 for v in self.wds):
+            raise ValueError("train.lrs must be > 0 and train.wds >= 0")
+        if len(self.betas) != 2:
+            raise ValueError("train.betas takes two numbers [beta1, beta2]")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"train.val_fraction={self.val_fraction} must be in [0, 1)")
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The probes' (lr, wd) pairs, lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)])."""
+        return [(lr, wd) for lr in self.lrs for wd in self.wds]
+
+
+@dataclass
+class FeatureConfig:
+    # all patch tokens [N, D] (the paper's protocol); their mean [D]; or "time": the mean of each time
+    # step's patch tokens [T', D] (temporal order kept, spatial detail pooled; cheap probes on CPU)
+    mode: Literal["tokens", "pooled", "time"] = "tokens"
+    dtype: Literal["float16", "float32"] = "float16"  # on-disk dtype of cached features
+    cache: bool = True  # write/reuse the frozen features on disk
+    online: bool = False  # run the backbone during probe training (needed for augmentation)
+    shard_size: int = 256  # clips per shard file
+    batch_size: int = 8  # clips per backbone forward
+    workers: int = 0  # DataLoader workers decoding clips
+
+
+@dataclass
+class ReportConfig:
+    bootstrap_n: int = 1000
+    bootstrap_seed: int = 42
+    relaxed: Literal["none", "cholec80", "m2cai16"] = "none"  # phase metrics with the relaxed boundary
+    figures: bool = True
+    max_figures: int = 12  # ribbons / overlays per run
+
+
+@dataclass
+class BenchConfig:
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    cache_dir: str = "~/.cache/unisurg/bench"
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    ingest_workers: int = 1
+
+    def validate(self) -> None:
+        if self.clip.augment != "none" and not self.features.online:
+            raise ValueError("clip.augment needs features.online=true: cached features are computed once, "
+                             "without augmentation (set features.online=true, or clip.augment=none)")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    # CPU-sized: tiny clips, a 2-block narrow probe, 4 probes, few bootstrap resamples
+    "tiny": {
+        "clip": {"frames": 4, "res": 32, "short_side": 36, "clip_fps": 2.0},
+        "probe": {"depth": 2, "heads": 2, "width": None, "decoder_hidden": 32},
+        "train": {"epochs": 3, "batch_size": 8, "lrs": [3e-3, 3e-4], "wds": [0.01, 0.1], "eval_batch_size": 16},
+        "features": {"shard_size": 16, "batch_size": 8},
+        "report": {"bootstrap_n": 100, "max_figures": 4},
+    },
+}
+
+
+def load_bench_config(source: str | dict | None = None, overrides: list[str] | None = None) -> BenchConfig:
+    """``BenchConfig`` from a preset name (``paper``, ``tiny``), a YAML file or a dict, plus ``key=value`` overrides."""
+    return load_config(BenchConfig, "paper" if source is None else source, overrides or [], PRESETS)

@@ -1,0 +1,171 @@
+"""Command-line front of the benchmark: ``unisurg bench | extract | predict | embed``.
+
+Wire into the main parser with ``add_parser(subparsers)``; only argparse runs at import time, the
+heavy modules are imported inside each command.
+
+    unisurg bench --backbone random:tiny@0 --backbone unisurg:runs/tiny/last --dataset synthetic \\
+        --root data/synth --out bench-out --config tiny train.epochs=2
+    unisurg extract --backbone vjepa2:vitl.pt --dataset cholec80 --root /data/cholec80
+    unisurg predict video.mp4 --backbone unisurg:runs/tiny/last --probe bench-out/runs/synthetic/UniSurg-tiny
+    unisurg embed video.mp4 --backbone unisurg:runs/tiny/last --out video_features.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CONFIG_HELP = "preset (paper, tiny) or YAML file; default: paper (the authors' protocol)"
+OVERRIDES_HELP = "config overrides key=value, e.g. train.epochs=2 clip.frames=16 cache_dir=/fast/cache"
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that accepts ``key=value`` overrides anywhere among the options
+    (plain argparse stops filling a positional ``nargs="*"`` at the first option)."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _intermixed(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.__class__ = _IntermixedParser
+    return p
+
+
+def _common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", action="append", required=True, metavar="SPEC",
+                   help="backbone spec (repeat for several), e.g. random:tiny@0, unisurg:PATH, vjepa2:FILE.pt")
+    p.add_argument("--dataset", required=True, help="dataset adapter name (cholec80, m2cai16, synthetic, ...)")
+    p.add_argument("--root", required=True, type=Path, help="dataset root folder, as distributed")
+    p.add_argument("--split-scheme", default=None,
+                   help="split scheme of the adapter (default: its default); JIGSAWS: loso / louo run all folds")
+    p.add_argument("--config", default="paper", help=CONFIG_HELP)
+    p.add_argument("--lenient", action="store_true", help="load an incomplete dataset (adapter strict=False)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    _intermixed(p)
+
+
+def add_parser(subparsers) -> None:
+    """Register ``bench``, ``extract``, ``predict`` and ``embed`` on ``subparsers``."""
+    p = subparsers.add_parser("bench", help="benchmark frozen backbones by attentive probing (tables, figures)",
+                              description="Extract (or reuse) frozen features, train the lr x wd grid of probes, "
+                                          "select on validation, report test metrics with bootstrap CIs; reruns "
+                                          "into the same --out merge into one table.")
+    _common_data(p)
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
+    p.set_defaults(func=run_bench)
+
+    p = subparsers.add_parser("extract", help="cache the frozen features of a dataset for later probing")
+    _common_data(p)
+    p.set_defaults(func=run_extract)
+
+    p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
+    p.add_argument("video", type=Path, help="video file (or folder of frames)")
+    p.add_argument("--backbone", required=True, metavar="SPEC", help="the backbone the probe was trained on")
+    p.add_argument("--probe", required=True, type=Path, help="probe folder (probe.json + probe.safetensors)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: next to the video)")
+    p.add_argument("--cache-dir", default="~/.cache/unisurg/bench", help="frame-store cache")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_predict)
+
+    p = subparsers.add_parser("embed", help="per-clip features of a video (.npy or .safetensors + JSON timestamps)")
+    p.add_argument("video", type=Path, help="video file (or folder of frames)")
+    p.add_argument("--backbone", required=True, metavar="SPEC")
+    p.add_argument("--out", type=Path, default=None, help="output file .npy or .safetensors (default VIDEO.features.npy)")
+    p.add_argument("--stride", type=int, default=1, help="seconds between clips (default 1)")
+    p.add_argument("--tokens", action="store_true", help="all patch tokens (float16) instead of their mean")
+    p.add_argument("--config", default="paper", help=CONFIG_HELP + " (its clip.* keys set the clip protocol)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    _intermixed(p)
+    p.set_defaults(func=run_embed)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from unisurg.backbones.spec import BackboneSpecError
+    from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
+    from unisurg.backbones.features import FeatureCacheError
+    from unisurg.data.media_store import MediaError
+    from unisurg.evaluation.predict import ProbeFormatError, ProbeMismatchError
+    from unisurg.evaluation.runner import BenchError
+    from unisurg.typed_config import ConfigError
+    from unisurg.data.store import StoreError
+    from unisurg.models.strict_load import CheckpointError
+
+    return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
+            ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
+            FileNotFoundError)
+
+
+def _guard(name: str, fn) -> int:
+    errors = _errors()
+    try:
+        return int(fn() or 0)
+    except errors as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"unisurg {name}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def run_bench(a) -> int:
+    def go():
+        from unisurg.evaluation.runner import run_benchmark
+
+        run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
+                      overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+        print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
+        return 0
+
+    return _guard("bench", go)
+
+
+def run_extract(a) -> int:
+    def go():
+        from unisurg.evaluation.runner import extract_features
+
+        done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
+                                overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+        for name, folders in done.items():
+            for split, folder in folders.items():
+                print(f"{name}\t{split}\t{folder}")
+        return 0
+
+    return _guard("extract", go)
+
+
+def run_predict(a) -> int:
+    def go():
+        from unisurg.evaluation.predict import predict_video
+
+        out = a.out or a.video.parent
+        res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
+                            batch_size=a.batch_size, progress=not a.quiet)
+        print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
+        return 0
+
+    return _guard("predict", go)
+
+
+def run_embed(a) -> int:
+    def go():
+        from unisurg.evaluation.predict import embed_video
+
+        out = a.out or a.video.with_name(a.video.stem + ".features.npy")
+        res = embed_video(a.video, a.backbone, out, config=a.config, overrides=a.overrides, stride_s=a.stride,
+                          tokens=a.tokens, progress=not a.quiet)
+        print(f"features {res['shape']} -> {res['features']} (timestamps: {res['sidecar']})")
+        return 0
+
+    return _guard("embed", go)

@@ -1,0 +1,198 @@
+"""Attentive probes on frozen tokens (V-JEPA 2 style), ``P`` of them trained at once.
+
+Architecture of one probe (SPEC Sec. 5 "Probe"; V-JEPA 2's attentive classifier):
+
+* optional input projection ``D -> width`` (only when ``width != D``);
+* ``depth - 1`` pre-norm self-attention blocks over all frozen tokens;
+* one cross-attention block in which a single learnable query token attends to the tokens;
+* a linear head on the query's output.
+
+:class:`MultiProbe` holds ``P`` such probes with stacked weights (see :mod:`unisurg.evaluation.probe_layers`):
+``forward(tokens [B, N, D]) -> [P, B, out]``, one frozen token batch feeding every probe.
+:meth:`MultiProbe.select` extracts probe ``p`` as a 1-probe module (what is saved as the best probe).
+
+:class:`MultiDenseDecoder` is the light decoder of the dense tasks (segmentation, depth):
+per patch token, ``LayerNorm -> Linear -> GELU -> Linear`` to ``out_channels * s * s`` values,
+rearranged into an ``s x s`` pixel block per patch (``s`` = patch size), i.e. a learnt
+patch-wise upsampling to the input resolution; tubelets of a video backbone are averaged first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unisurg.evaluation.probe_layers import (
+    MultiBlock,
+    MultiCrossBlock,
+    MultiLayerNorm,
+    MultiLinear,
+    depth_rescale_,
+    per_probe_generators,
+    trunc_normal_per_probe_,
+)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Everything needed to rebuild a probe (stored in ``probe.json``)."""
+
+    kind: str  # "attentive" | "dense"
+    embed_dim: int  # D of the frozen tokens
+    out_dim: int  # classes / targets / output channels
+    width: int  # probe width (== embed_dim unless projected)
+    depth: int = 4  # attentive: depth-1 self-attention blocks + 1 cross-attention block
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    hidden: int = 256  # dense decoder hidden width
+    patch_size: int = 16  # dense decoder: pixels per token side
+    grid: tuple[int, int, int] | None = None  # dense decoder: token grid (T', Hp, Wp)
+    init_std: float = 0.02
+    eps: float = 1e-6
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["grid"] = list(self.grid) if self.grid is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ProbeSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"probe spec: unknown keys {unknown}; valid keys: {sorted(fields)}")
+        d = dict(d)
+        if d.get("grid") is not None:
+            d["grid"] = tuple(int(v) for v in d["grid"])
+        return cls(**d)
+
+
+def build_probe(spec: ProbeSpec, n_probes: int, seed: int = 0) -> nn.Module:
+    """A :class:`MultiProbe` or :class:`MultiDenseDecoder` of ``n_probes`` probes from ``spec``."""
+    if spec.kind == "attentive":
+        return MultiProbe(spec, n_probes, seed)
+    if spec.kind == "dense":
+        return MultiDenseDecoder(spec, n_probes, seed)
+    raise ValueError(f"probe kind {spec.kind!r}: use 'attentive' or 'dense'")
+
+
+class _Stacked(nn.Module):
+    """Shared machinery: per-probe init and extraction of one probe."""
+
+    spec: ProbeSpec
+    n_probes: int
+
+    def _init_weights(self, seed: int) -> None:
+        gens = per_probe_generators(self.n_probes, seed)
+        for name, m in self.named_modules():
+            if isinstance(m, MultiLinear):
+                trunc_normal_per_probe_(m.weight, self.spec.init_std, gens)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, MultiLayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def select(self, index: int) -> "_Stacked":
+        """Probe ``index`` as a new 1-probe module (weights copied)."""
+        if not 0 <= index < self.n_probes:
+            raise IndexError(f"probe index {index} outside 0..{self.n_probes - 1}")
+        one = type(self)(self.spec, 1, seed=0)
+        with torch.no_grad():
+            src = dict(self.named_parameters())
+            for name, p in one.named_parameters():
+                p.copy_(src[name][index:index + 1])
+        return one.to(next(self.parameters()).device)
+
+    @classmethod
+    def stack(cls, probes: list["_Stacked"]) -> "_Stacked":
+        """Concatenate 1-probe (or multi-probe) modules of the same spec into one module."""
+        spec = probes[0].spec
+        if any(p.spec != spec for p in probes):
+            raise ValueError("stack: all probes must share one ProbeSpec")
+        out = cls(spec, sum(p.n_probes for p in probes), seed=0)
+        with torch.no_grad():
+            params = [dict(p.named_parameters()) for p in probes]
+            for name, dst in out.named_parameters():
+                dst.copy_(torch.cat([ps[name].detach().cpu() for ps in params]))
+        return out
+
+
+class MultiProbe(_Stacked):
+    """``P`` attentive probes: ``tokens [B, N, D] -> [P, B, out_dim]`` (see the module docstring)."""
+
+    def __init__(self, spec: ProbeSpec, n_probes: int, seed: int = 0, checkpoint: bool = False):
+        super().__init__()
+        if spec.depth < 1:
+            raise ValueError(f"probe.depth={spec.depth}: need at least the cross-attention block (depth >= 1)")
+        self.spec, self.n_probes, self.checkpoint = spec, n_probes, checkpoint
+        W, P = spec.width, n_probes
+        hidden = int(W * spec.mlp_ratio)
+        self.proj_in = MultiLinear(P, spec.embed_dim, W) if W != spec.embed_dim else None
+        self.blocks = nn.ModuleList([MultiBlock(P, W, spec.heads, hidden, spec.eps) for _ in range(spec.depth - 1)])
+        self.query = nn.Parameter(torch.zeros(P, 1, 1, W))  # [P, B=1, Q=1, W], broadcast over the batch
+        self.cross = MultiCrossBlock(P, W, spec.heads, hidden, spec.eps)
+        self.head = MultiLinear(P, W, spec.out_dim)
+        self._init_weights(seed)
+        with torch.no_grad():
+            gens = per_probe_generators(P, seed + 10_000)
+            for p, g in enumerate(gens):
+                nn.init.trunc_normal_(self.query.data[p], std=spec.init_std, a=-2 * spec.init_std,
+                                      b=2 * spec.init_std, generator=g)
+        for i, blk in enumerate(self.blocks, start=1):
+            depth_rescale_(blk, i)
+        depth_rescale_(self.cross, len(self.blocks) + 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens``: probe-shared ``[B, N, D]`` (pooled ``[B, D]``, or per-probe ``[P, B, N, D]``) -> ``[P, B, out]``."""
+        if tokens.dim() == 2:  # pooled features [B, D]: one token per sample
+            tokens = tokens[:, None]
+        if tokens.dim() not in (3, 4) or tokens.shape[-1] != self.spec.embed_dim:
+            raise ValueError(f"probe expects tokens [B, N, {self.spec.embed_dim}] (or [P, B, N, D]), got "
+                             f"{tuple(tokens.shape)}")
+        shared = tokens.dim() == 3
+        x = tokens
+        if self.proj_in is not None:
+            x = self.proj_in(x.unsqueeze(0).expand(self.n_probes, *x.shape) if shared else x)
+            shared = False
+        for blk in self.blocks:
+            if self.checkpoint and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(blk, x, shared, use_reentrant=False)
+            else:
+                x = blk(x, shared=shared)
+            shared = False
+        B = x.shape[-3]
+        q = self.query.to(x.dtype).expand(self.n_probes, B, 1, self.spec.width)
+        q = self.cross(q, x, shared=shared)
+        return self.head(q[:, :, 0])
+
+
+class MultiDenseDecoder(_Stacked):
+    """``P`` light dense decoders: tokens ``[B, T'*Hp*Wp, D]`` -> maps ``[P, B, C, Hp*s, Wp*s]``."""
+
+    def __init__(self, spec: ProbeSpec, n_probes: int, seed: int = 0):
+        super().__init__()
+        if spec.grid is None:
+            raise ValueError("a dense decoder needs the token grid (T', Hp, Wp) in its ProbeSpec")
+        self.spec, self.n_probes = spec, n_probes
+        s = spec.patch_size
+        self.norm = MultiLayerNorm(n_probes, spec.embed_dim, spec.eps)
+        self.fc1 = MultiLinear(n_probes, spec.embed_dim, spec.hidden)
+        self.fc2 = MultiLinear(n_probes, spec.hidden, spec.out_dim * s * s)
+        self._init_weights(seed)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        T, Hp, Wp = self.spec.grid
+        B, N, D = tokens.shape
+        if N != T * Hp * Wp or D != self.spec.embed_dim:
+            raise ValueError(f"dense decoder expects tokens [B, {T * Hp * Wp}, {self.spec.embed_dim}] "
+                             f"(grid {self.spec.grid}), got {tuple(tokens.shape)}")
+        x = tokens.view(B, T, Hp * Wp, D).mean(dim=1)  # tubelets of one (repeated) image -> one map
+        h = self.fc2(F.gelu(self.fc1(self.norm(x, shared=True))))  # [P, B, Hp*Wp, C*s*s]
+        s, C, P = self.spec.patch_size, self.spec.out_dim, self.n_probes
+        h = h.view(P, B, Hp, Wp, C, s, s).permute(0, 1, 4, 2, 5, 3, 6)
+        return h.reshape(P, B, C, Hp * s, Wp * s)
