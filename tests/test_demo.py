@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from unisurg.cli import main
+
+PINNED = Path(__file__).parent / "fixtures" / "demo_quick_numbers.json"
 
 
 @pytest.mark.slow
@@ -23,6 +26,14 @@ def test_quick_demo_runs_end_to_end_and_repeats_exactly(tmp_path):
     for cmd in ("unisurg synth", "unisurg ingest", "unisurg curate leakage", "unisurg pretrain", "unisurg bench"):
         assert cmd in text, cmd
     assert json.loads((a / "runs" / "unisurg" / "corpus_check.json").read_text())["status"] == "clean"
+    # a pure restructure changes no number: the same table and pretraining losses as the pinned run
+    pinned = json.loads(PINNED.read_text())
+    assert numbers["rows"] == pinned["rows"] and numbers["comparisons"] == pinned["comparisons"]
+    for run, expected in pinned["pretraining_losses"].items():
+        logged = [json.loads(line) for line in (a / "runs" / run / "log.jsonl").read_text().splitlines()]
+        got = [[r["step"], r["loss"]] for r in logged if "loss" in r]
+        assert [s for s, _ in got] == [s for s, _ in expected], run
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-4), run
     # same seed, same machine: the same numbers
     assert main(["demo", "--quick", "--out", str(b)]) == 0
     again = json.loads((b / "report" / "numbers.json").read_text())

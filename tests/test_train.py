@@ -41,11 +41,15 @@ def test_every_preset_loads_and_validates():
     assert (s1.data.frames, s1.schedule.global_batch_size, s1.schedule.epochs, s1.optim.lr) == (16, 256, 200, 5e-4)
     assert (s2.data.frames, s2.schedule.global_batch_size, s2.schedule.epochs) == (64, 64, 80)
     assert s2.init.checkpoint and s2.optim.start_lr == 1e-4 and s2.optim.lr == 5.25e-4
-    assert s1.ema.momentum == 0.99925 and s1.optim.weight_decay == 0.04 and s1.model.encoder == "large"
+    assert s1.ema.momentum == 0.99925 and s1.optim.weight_decay == 0.04 and s1.model.preset == "large"
     b = load_pretrain_config("bench-s")
-    assert (b.model.embed_dim, b.model.depth, b.model.num_heads, b.data.crop, b.model.patch_size, b.data.frames,
-            b.model.predictor_dim, b.model.predictor_depth, b.model.predictor_heads,
-            b.schedule.global_batch_size) == (192, 4, 3, 64, 16, 8, 96, 2, 2, 4)
+    e, p = b.model.encoder, b.model.predictor
+    assert (e.embed_dim, e.depth, e.num_heads, b.data.crop, e.patch_size, b.data.frames, p.predictor_dim, p.depth,
+            p.num_heads, b.schedule.global_batch_size) == (192, 4, 3, 64, 16, 8, 96, 2, 2, 4)
+    assert p.embed_dim == e.embed_dim == 192 and p.num_mask_tokens == 1
+    assert load_pretrain_config("surgrec-jepa").model.predictor.num_mask_tokens == 2  # one per mask family
+    mae = load_pretrain_config("surgrec-mae").model
+    assert mae.decoder.patch_dim == 2 * 16 * 16 * 3 and mae.encoder.pos_embed == "sincos" and mae.decoder.depth == 4
     assert load_pretrain_config("surgrec-jepa").loss.unisurg().affinity is False
     assert load_pretrain_config("surgrec-mae").loss.objective == "mae"
 
@@ -53,14 +57,28 @@ def test_every_preset_loads_and_validates():
 def test_config_errors_name_the_key_and_suggest():
     with pytest.raises(ConfigError, match=r"optim\.lrr.*Did you mean 'lr'"):
         load_pretrain_config("tiny", ["optim.lrr=1"])
-    with pytest.raises(ConfigError, match=r"data\.crop=30 is not divisible by model\.patch_size=8"):
+    with pytest.raises(ConfigError, match=r"data\.crop=30 is not divisible by model\.encoder\.patch_size=8"):
         load_pretrain_config("tiny", ["data.crop=30"])
     with pytest.raises(ConfigError, match=r"Did you mean 'large'"):
-        load_pretrain_config("tiny", ["model.encoder=larg"])
+        load_pretrain_config("tiny", ["model.preset=larg"])
+    with pytest.raises(ConfigError, match=r"model\.encoder\.embed_dimm.*Did you mean 'embed_dim'"):
+        load_pretrain_config("tiny", ["model.encoder.embed_dimm=3"])
+    with pytest.raises(ConfigError, match=r"the size preset is model\.preset=large"):
+        load_pretrain_config("tiny", ["model.encoder=large"])
+    with pytest.raises(ConfigError, match=r"model\.predictor\.pos_embed='sincos' differs from model\.encoder"):
+        load_pretrain_config("tiny", ["model.predictor.pos_embed=sincos"])
     with pytest.raises(ConfigError, match=r"mask\.ratio"):
         load_pretrain_config("tiny", ["mask.ratio=[0.9]"])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_pretrain_config("no-such-preset")
+
+
+def test_flat_model_keys_of_0_1_are_deprecated_aliases():
+    with pytest.warns(DeprecationWarning, match=r"model\.embed_dim is deprecated; write model\.encoder\.embed_dim"):
+        cfg = load_pretrain_config("tiny", ["model.embed_dim=32", "model.drop_path=0.1", "model.predictor_depth=3"])
+    assert cfg.model.encoder.embed_dim == cfg.model.predictor.embed_dim == 32
+    assert cfg.model.encoder.drop_path_rate == cfg.model.predictor.drop_path_rate == 0.1
+    assert cfg.model.predictor.depth == 3
 
 
 def test_overrides_and_yaml_accept_exponent_floats(tmp_path):
@@ -69,7 +87,7 @@ def test_overrides_and_yaml_accept_exponent_floats(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("base: tiny\noptim:\n  lr: 3e-4\nschedule:\n  epochs: 5\n")
     cfg = load_pretrain_config(f)
-    assert cfg.optim.lr == 3e-4 and cfg.schedule.epochs == 5 and cfg.model.embed_dim == 64
+    assert cfg.optim.lr == 3e-4 and cfg.schedule.epochs == 5 and cfg.model.encoder.embed_dim == 64
 
 
 # -- schedules and optimiser -------------------------------------------------------------------
@@ -336,22 +354,22 @@ def test_stage2_initialises_from_stage1_at_longer_clips(store, tmp_path):
     res = train(cfg2)  # runs at T = 16 from the T = 8 weights
     assert res.steps == 6 and torch.isfinite(torch.tensor([r["loss"] for r in res.history])).all()
 
-    bad = tiny(store, tmp_path / "s3", "model.embed_dim=32", f"init.checkpoint={tmp_path / 's1' / 'final'}")
-    with pytest.raises(CheckpointError, match=r"model\.embed_dim(.|\n)*blocks\.0\.attn\.qkv\.weight \(checkpoint \(192, 64\)"):
+    bad = tiny(store, tmp_path / "s3", "model.encoder.embed_dim=32", f"init.checkpoint={tmp_path / 's1' / 'final'}")
+    with pytest.raises(CheckpointError, match=r"model\.encoder\.embed_dim(.|\n)*blocks\.0\.attn\.qkv\.weight \(checkpoint \(192, 64\)"):
         build_models(bad, DistInfo(), load_init=True)
-    sincos = tiny(store, tmp_path / "s4", "model.pos_embed=sincos", f"init.checkpoint={tmp_path / 's1' / 'final'}")
-    with pytest.raises(CheckpointError, match=r"model\.pos_embed"):
+    sincos = tiny(store, tmp_path / "s4", "model.encoder.pos_embed=sincos", f"init.checkpoint={tmp_path / 's1' / 'final'}")
+    with pytest.raises(CheckpointError, match=r"model\.encoder\.pos_embed"):
         build_models(sincos, DistInfo(), load_init=True)
 
 
 def test_init_from_an_official_vjepa2_file(store, tmp_path):
-    from unisurg.models import build_encoder, build_predictor, export_vjepa2
+    from unisurg.models import VideoViT, build_predictor, export_vjepa2
     from unisurg.train.distributed import DistInfo
     from unisurg.train.trainer import build_models
 
     cfg = tiny(store, tmp_path / "run")
     torch.manual_seed(5)
-    enc = build_encoder("tiny", **cfg.model.encoder_overrides())
+    enc = VideoViT(cfg.model.encoder)
     pred = build_predictor(enc, predictor_dim=64, depth=2, num_heads=2)
     export_vjepa2(enc, tmp_path / "official.pt", predictor=pred, num_frames=8, img_size=32)
     cfg = tiny(store, tmp_path / "run", f"init.checkpoint={tmp_path / 'official.pt'}")
@@ -455,10 +473,11 @@ def test_train_data_rejects_small_stores_and_bad_batches(store, tmp_path):
 def test_loader_workers_and_activation_checkpointing_keep_the_trajectory(store, tmp_path):
     from unisurg.train.trainer import train
 
-    common = ("schedule.max_steps=4", "run.export=false", "run.checkpoint_every=0", "model.drop_path=0.1")
+    common = ("schedule.max_steps=4", "run.export=false", "run.checkpoint_every=0", "model.encoder.drop_path_rate=0.1",
+              "model.predictor.drop_path_rate=0.1")
     a = train(tiny(store, tmp_path / "w0", *common))
     b = train(tiny(store, tmp_path / "w2", *common, "data.workers=2"))
-    c = train(tiny(store, tmp_path / "ac", *common, "model.act_checkpoint=true"))
+    c = train(tiny(store, tmp_path / "ac", *common, "model.encoder.act_checkpoint=true", "model.predictor.act_checkpoint=true"))
     assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
     assert [r["loss"] for r in c.history] == pytest.approx([r["loss"] for r in a.history], abs=1e-6)
 

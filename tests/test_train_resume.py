@@ -29,7 +29,7 @@ STEPS = 24  # 4 epochs x 6 steps; checkpoints every 5 steps (mid-epoch)
 def _overrides(store: Path, out: Path) -> list[str]:
     return [f"data.stores=[{store}]", f"run.out={out}", "run.progress=false", "schedule.epochs=4",
             "schedule.iterations_per_epoch=6", "run.checkpoint_every=5", "run.keep_last=2",
-            "model.drop_path=0.1"]  # stochastic depth: the restored torch RNG matters too
+            "model.encoder.drop_path_rate=0.1"]  # stochastic depth: the restored torch RNG matters too
 
 
 def _latest_step(out: Path) -> int:

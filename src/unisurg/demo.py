@@ -38,7 +38,7 @@ class DemoScale:
     short_side: int  # stored frames of the corpus; also the benchmark clips' short side
     frames: int  # T at 1 fps
     crop: int
-    encoder: dict  # model.* overrides of the shared architecture
+    arch: dict  # the shared architecture: {preset, encoder: {...}, predictor: {...}} (the model.* config)
     steps: int
     batch: int
     lr: float
@@ -49,8 +49,9 @@ class DemoScale:
     workers: int = 2
 
 
-_ARCH = {"encoder": "tiny", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "rope",
-         "predictor_dim": 64, "predictor_depth": 2, "predictor_heads": 2}
+_ARCH = {"preset": "tiny",
+         "encoder": {"embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16, "pos_embed": "rope"},
+         "predictor": {"predictor_dim": 64, "depth": 2, "num_heads": 2}}
 
 # The probe of the demo: one cross-attention block over the time-step tokens (each time step's
 # patch tokens averaged; temporal order kept). Chosen on the validation videos of development
@@ -62,11 +63,13 @@ _DEMO_PROBE = {"probe.depth": 1, "probe.heads": 4, "features.mode": "time", "tra
                "train.batch_size": 16, "train.lrs": "[1e-2,3e-3,1e-3]", "train.wds": "[0.01,0.1]"}
 
 FULL = DemoScale(bench_videos=60, corpus_videos=32, seconds=45, width=160, height=120, short_side=64, frames=16,
-                 crop=64, encoder=_ARCH, steps=1500, batch=16, lr=1e-3, ema=0.99, probe=_DEMO_PROBE,
+                 crop=64, arch=_ARCH, steps=1500, batch=16, lr=1e-3, ema=0.99, probe=_DEMO_PROBE,
                  bootstrap_n=1000)
 QUICK = DemoScale(bench_videos=5, corpus_videos=3, seconds=16, width=96, height=64, short_side=32, frames=8,
-                  crop=32, encoder={**_ARCH, "embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8,
-                                    "predictor_dim": 32},
+                  crop=32, arch={"preset": "tiny",
+                                 "encoder": {**_ARCH["encoder"], "embed_dim": 32, "depth": 2, "num_heads": 2,
+                                             "patch_size": 8},
+                                 "predictor": {**_ARCH["predictor"], "predictor_dim": 32}},
                   steps=8, batch=4, lr=1e-3, ema=0.99,
                   probe={**_DEMO_PROBE, "probe.heads": 2, "train.epochs": 2, "train.batch_size": 8,
                          "train.lrs": "[1e-3]", "train.wds": "[0.01]"},
@@ -146,7 +149,9 @@ class Pipeline:
                  ["curate", "leakage", self.store, "--benchmark", f"synthetic:{self.bench_dir}", "--quiet"])
 
     def arch_overrides(self) -> list[str]:
-        return [f"model.{k}={v}" for k, v in self.scale.encoder.items()]
+        a = self.scale.arch
+        return [f"model.preset={a['preset']}"] + [f"model.{part}.{k}={v}" for part in ("encoder", "predictor")
+                                                  for k, v in a[part].items()]
 
     def pretrain(self, name: str, loss_overrides: list[str]) -> Path:
         s = self.scale
@@ -172,10 +177,9 @@ class Pipeline:
         return run / "final"
 
     def random_spec(self) -> str:
-        e = self.scale.encoder
-        opts = "&".join(f"{k}={v}" for k, v in e.items() if k not in ("encoder", "predictor_dim", "predictor_depth",
-                                                                       "predictor_heads"))
-        return f"random:{e['encoder']}@{self.seed}?{opts}&name={LABELS['random']}"
+        a = self.scale.arch
+        opts = "&".join(f"{k}={v}" for k, v in a["encoder"].items())
+        return f"random:{a['preset']}@{self.seed}?{opts}&name={LABELS['random']}"
 
     def bench(self, backbones: list[str], out: Path) -> dict:
         s = self.scale

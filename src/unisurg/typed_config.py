@@ -30,7 +30,7 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(valid))}."
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
+def _coerce(value: Any, tp: Any, path: str, root: dict | None = None) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -43,7 +43,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, path)
+                return _coerce(value, arg, path, root)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{path}: {value!r} fits none of {tp}")
@@ -72,7 +72,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping for section {tp.__name__}, got {value!r}")
-        return _build(tp, value, path)
+        return _build(tp, value, path, root)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -101,7 +101,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported field type {tp}")
 
 
-def _build(cls: type[T], data: dict, path: str = "") -> T:
+def _build(cls: type[T], data: dict, path: str = "", root: dict | None = None) -> T:
+    root = data if root is None else root
+    resolve = getattr(cls, "resolve_raw", None)  # a section that fills its raw mapping from others (or presets)
+    if callable(resolve):
+        try:
+            data = resolve(data, root)
+        except ValueError as e:
+            raise ConfigError(f"{path or cls.__name__}: {e}") from None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -109,10 +116,14 @@ def _build(cls: type[T], data: dict, path: str = "") -> T:
         full = f"{path}.{key}" if path else key
         if key not in fields:
             raise ConfigError(f"unknown config key '{full}'." + _suggest(key, list(fields)))
-        kwargs[key] = _coerce(value, hints[key], full)
+        kwargs[key] = _coerce(value, hints[key], full, root)
+    for name in fields.keys() - kwargs.keys():  # absent sections that derive their defaults are built too
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and callable(getattr(tp, "resolve_raw", None)):
+            kwargs[name] = _build(tp, {}, f"{path}.{name}" if path else name, root)
     try:
         obj = cls(**kwargs)
-    except TypeError as e:  # a required field without value
+    except (TypeError, ValueError) as e:  # a required field without value; a check in __post_init__
         raise ConfigError(f"{path or cls.__name__}: {e}") from None
     check = getattr(obj, "validate", None)
     if callable(check):

@@ -148,13 +148,13 @@ def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
         raise ConfigError(f"the stores hold {n} clips of {d.frames} frames: fewer than one global batch of "
                           f"{s.global_batch_size}; lower schedule.global_batch_size or data.frames, or add videos")
 
-    grid = (d.frames // cfg.model.tubelet_size, d.crop // cfg.model.patch_size, d.crop // cfg.model.patch_size)
+    grid = (d.frames // cfg.model.encoder.tubelet_size, d.crop // cfg.model.encoder.patch_size, d.crop // cfg.model.encoder.patch_size)
     try:
         gens = build_mask_generators(cfg.mask, grid)
     except ValueError as e:
         raise ConfigError(f"mask: {e}") from None
-    collator = SampleMaskCollator(gens, grid, seed=cfg.run.seed, tubelet_size=cfg.model.tubelet_size,
-                                  patch_size=cfg.model.patch_size, per_rank_batch=per_rank, rank=info.rank,
+    collator = SampleMaskCollator(gens, grid, seed=cfg.run.seed, tubelet_size=cfg.model.encoder.tubelet_size,
+                                  patch_size=cfg.model.encoder.patch_size, per_rank_batch=per_rank, rank=info.rank,
                                   world=info.world)
     loader = make_loader(dataset, batch_size=per_rank, sampler=sampler, workers=d.workers, collate_fn=collator,
                          drop_last=True, pin_memory=d.pin_memory and info.device.type == "cuda",

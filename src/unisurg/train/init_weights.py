@@ -1,7 +1,7 @@
 """Start a run from existing weights (``init.checkpoint``): ours (e.g. stage 1 -> stage 2) or official V-JEPA 2.
 
 Everything loaded must fit the configured architecture exactly: an architecture setting that
-differs is reported under its config key (``model.embed_dim`` ...), a tensor that cannot carry
+differs is reported under its config key (``model.encoder.embed_dim`` ...), a tensor that cannot carry
 over under its parameter name; nothing is silently re-initialised. Positions are computed on
 the fly (RoPE, or sin-cos for the actual grid), so the clip length T may change between stages.
 """
@@ -21,18 +21,13 @@ from unisurg.models.vit import VideoViT
 from unisurg.train.checkpointing import DECODER_NAME, latest_checkpoint, read_decoder
 from unisurg.train.pretrain_config import InitConfig
 
-# encoder / predictor / decoder config field -> the pretraining config key that sets it
-ENCODER_KEYS = {"embed_dim": "model.embed_dim", "depth": "model.depth", "num_heads": "model.num_heads",
-                "mlp_hidden_dim": "model.mlp_ratio", "patch_size": "model.patch_size",
-                "tubelet_size": "model.tubelet_size", "in_chans": "in_chans", "qkv_bias": "qkv_bias",
-                "pos_embed": "model.pos_embed"}
-PREDICTOR_KEYS = {"embed_dim": "model.embed_dim", "predictor_dim": "model.predictor_dim",
-                  "depth": "model.predictor_depth", "num_heads": "model.predictor_heads",
-                  "mlp_hidden_dim": "predictor mlp width", "num_mask_tokens": "model.num_mask_tokens",
-                  "pos_embed": "model.pos_embed"}
-DECODER_KEYS = {"embed_dim": "model.embed_dim", "decoder_dim": "model.decoder_dim", "depth": "model.decoder_depth",
-                "num_heads": "model.decoder_heads", "patch_dim": "model.patch_size / model.tubelet_size",
-                "pos_embed": "model.pos_embed"}
+# Fields that decide whether weights fit; reported under the config key that sets them.
+ENCODER_KEYS = {f: f"model.encoder.{f}" for f in ("embed_dim", "depth", "num_heads", "mlp_hidden_dim", "patch_size",
+                                                   "tubelet_size", "in_chans", "qkv_bias", "pos_embed")}
+PREDICTOR_KEYS = {f: f"model.predictor.{f}" for f in ("embed_dim", "predictor_dim", "depth", "num_heads",
+                                                       "mlp_hidden_dim", "num_mask_tokens", "pos_embed")}
+DECODER_KEYS = {f: f"model.decoder.{f}" for f in ("embed_dim", "decoder_dim", "depth", "num_heads", "patch_dim",
+                                                   "pos_embed")}
 
 
 def resolve_init_path(path: str | Path) -> Path:
@@ -56,10 +51,10 @@ def _differences(src_cfg, dst_cfg, keys: dict[str, str]) -> list[str]:
         if a != b:
             out.append(f"{key}: checkpoint has {field}={a!r}, the config builds {b!r}")
     if src_cfg.pos_embed == dst_cfg.pos_embed == "rope" and src_cfg.rope_variant != dst_cfg.rope_variant:
-        out.append(f"model.rope_variant: checkpoint {src_cfg.rope_variant!r}, config {dst_cfg.rope_variant!r}")
+        out.append(f"model.encoder.rope_variant: checkpoint {src_cfg.rope_variant!r}, config {dst_cfg.rope_variant!r}")
     if (src_cfg.pos_embed == dst_cfg.pos_embed == "sincos"
             and src_cfg.sincos_uniform_power != dst_cfg.sincos_uniform_power):
-        out.append(f"model.sincos_uniform_power: checkpoint {src_cfg.sincos_uniform_power}, "
+        out.append(f"model.encoder.sincos_uniform_power: checkpoint {src_cfg.sincos_uniform_power}, "
                    f"config {dst_cfg.sincos_uniform_power}")
     return out
 

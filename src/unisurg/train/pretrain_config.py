@@ -3,8 +3,8 @@
     from unisurg.train.pretrain_config import load_pretrain_config
     cfg = load_pretrain_config("vitl-stage1", ["data.stores=[/data/store]", "optim.lr=3e-4"])
 
-Sections: ``data`` (frame stores, clip geometry, sampler), ``model`` (encoder preset and
-overrides, predictor, MAE decoder), ``mask``, ``loss`` (objective and the UniSurg terms),
+Sections: ``data`` (frame stores, clip geometry, sampler), ``model`` (an encoder size preset and the
+models' own config dataclasses: ``EncoderConfig``, ``PredictorConfig``, ``MAEDecoderConfig``), ``mask``, ``loss`` (objective and the UniSurg terms),
 ``optim`` (AdamW and its LR / weight-decay schedules), ``ema``, ``schedule`` (epochs, steps,
 global batch), ``run`` (output folder, logging, checkpoints, precision, distribution) and
 ``init`` (weights to start from). An unknown key is an error naming the nearest valid key;
@@ -14,12 +14,17 @@ every value is type-checked; ``validate()`` methods check ranges and cross-field
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from unisurg.typed_config import ConfigError, load_config, to_dict
+from unisurg.models.mae_decoder import MAEDecoderConfig
+from unisurg.models.predictor import PredictorConfig
+from unisurg.models.presets import PRESETS
+from unisurg.models.vit import EncoderConfig
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig
+from unisurg.typed_config import ConfigError, load_config, to_dict
 
 __all__ = [
     "DataConfig", "ModelConfig", "MaskConfig", "LossConfig", "OptimConfig", "EmaConfig", "ScheduleConfig",
@@ -80,64 +85,97 @@ class DataConfig:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")
 
 
+# The flat ``model.*`` keys of unisurg 0.1, kept as deprecated aliases of the nested ones.
+DEPRECATED_MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "embed_dim": ("encoder.embed_dim",), "depth": ("encoder.depth",), "num_heads": ("encoder.num_heads",),
+    "mlp_ratio": ("encoder.mlp_ratio",), "pos_embed": ("encoder.pos_embed",), "rope_variant": ("encoder.rope_variant",),
+    "sincos_uniform_power": ("encoder.sincos_uniform_power",), "patch_size": ("encoder.patch_size",),
+    "tubelet_size": ("encoder.tubelet_size",), "drop_path": ("encoder.drop_path_rate", "predictor.drop_path_rate"),
+    "act_checkpoint": ("encoder.act_checkpoint", "predictor.act_checkpoint", "decoder.act_checkpoint"),
+    "predictor_dim": ("predictor.predictor_dim",), "predictor_depth": ("predictor.depth",),
+    "predictor_heads": ("predictor.num_heads",), "num_mask_tokens": ("predictor.num_mask_tokens",),
+    "decoder_dim": ("decoder.decoder_dim",), "decoder_depth": ("decoder.depth",), "decoder_heads": ("decoder.num_heads",),
+}
+# Predictor / decoder fields that must equal the encoder's: filled in from it, an error when set otherwise.
+SHARED_WITH_ENCODER = ("embed_dim", "pos_embed", "rope_variant", "sincos_uniform_power", "norm_eps")
+
+
+def _upgrade_flat_model_keys(data: dict) -> dict:
+    """Move the deprecated flat keys (``model.embed_dim=...``) to the nested schema."""
+    import warnings
+
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    if isinstance(data.get("encoder"), str):  # would replace the whole encoder section, so not an alias
+        raise ValueError(f"model.encoder is a section now (the encoder's own fields); the size preset is "
+                         f"model.preset={data['encoder']}")
+    for old, new_keys in DEPRECATED_MODEL_KEYS.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        warnings.warn(f"model.{old} is deprecated; write {' and '.join('model.' + k for k in new_keys)}",
+                      DeprecationWarning, stacklevel=4)
+        for key in new_keys:
+            section, name = key.split(".")
+            data.setdefault(section, {})[name] = value  # the old key was given later than any preset's
+    return data
+
+
 @dataclass
 class ModelConfig:
-    """Encoder preset (``unisurg.models.presets``) with overrides, predictor and MAE decoder sizes."""
+    """The models of a run, each as its own config dataclass (the same ones their checkpoints store).
 
-    encoder: str = "large"
-    embed_dim: int | None = None  # None: the preset's
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_ratio: float | None = None
-    pos_embed: Literal["rope", "sincos"] = "rope"
-    rope_variant: Literal["vjepa2", "standard"] = "vjepa2"
-    sincos_uniform_power: bool = False
-    patch_size: int = 16
-    tubelet_size: int = 2
-    drop_path: float = 0.0
-    act_checkpoint: bool = False
-    predictor_dim: int = 384
-    predictor_depth: int = 12
-    predictor_heads: int = 12
-    num_mask_tokens: int | None = None  # None: one per mask family
-    decoder_dim: int = 384  # SurgRec-MAE decoder
-    decoder_depth: int = 4
-    decoder_heads: int = 6
+    ``preset`` names the encoder size (:data:`unisurg.models.presets.PRESETS`); ``encoder`` fields given in
+    the YAML or on the command line override it. The predictor and the MAE decoder take the encoder's
+    width and position scheme; ``predictor.num_mask_tokens`` defaults to one per mask family.
+
+        model:
+          preset: large
+          encoder: {pos_embed: rope, drop_path_rate: 0.1}
+          predictor: {predictor_dim: 384, depth: 12, num_heads: 12}
+    """
+
+    preset: str = "large"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    decoder: MAEDecoderConfig = field(default_factory=MAEDecoderConfig)  # SurgRec-MAE only
+
+    @classmethod
+    def resolve_raw(cls, data: dict, root: dict) -> dict:
+        """Fill the raw ``model`` mapping before it is built: preset sizes, shared fields, mask tokens."""
+        data = _upgrade_flat_model_keys(data)
+        preset = data.get("preset", cls.preset)
+        if preset not in PRESETS:
+            close = difflib.get_close_matches(str(preset), list(PRESETS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"model.preset '{preset}' is not an encoder preset ({', '.join(PRESETS)}).{hint}")
+        encoder = {**PRESETS[preset], "name": preset, **(data.get("encoder") or {})}
+        shared = {k: encoder.get(k, getattr(EncoderConfig, k)) for k in SHARED_WITH_ENCODER}
+        mask_kind = (root.get("mask") or {}).get("kind", MaskConfig.kind)
+        defaults = {"predictor": {"num_mask_tokens": MaskConfig(kind=mask_kind).families},
+                    "decoder": {"pos_embed": "sincos"}}
+        out = {**data, "preset": preset, "encoder": encoder}
+        for part in ("predictor", "decoder"):
+            given = dict(data.get(part) or {})
+            for k, v in shared.items():
+                if k in given and given[k] != v and not (part == "decoder" and k == "pos_embed"):
+                    raise ValueError(f"model.{part}.{k}={given[k]!r} differs from model.encoder.{k}={v!r}; "
+                                     f"the {part} takes the encoder's")
+            out[part] = {**shared, **defaults[part], **given}
+        patch = encoder.get("patch_size", EncoderConfig.patch_size)
+        out["decoder"]["patch_dim"] = (encoder.get("tubelet_size", EncoderConfig.tubelet_size) * patch * patch
+                                       * encoder.get("in_chans", EncoderConfig.in_chans))
+        return out
 
     def validate(self) -> None:
-        from unisurg.models.presets import PRESETS, encoder_config
-
-        if self.encoder not in PRESETS:
-            import difflib
-
-            close = difflib.get_close_matches(self.encoder, list(PRESETS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"model.encoder '{self.encoder}' is not an encoder preset ({', '.join(PRESETS)}).{hint}")
-        _positive("model", embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
-                  patch_size=self.patch_size, tubelet_size=self.tubelet_size, predictor_dim=self.predictor_dim,
-                  predictor_depth=self.predictor_depth, predictor_heads=self.predictor_heads,
-                  num_mask_tokens=self.num_mask_tokens, decoder_dim=self.decoder_dim,
-                  decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads)
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
-        try:
-            encoder_config(self.encoder, **self.encoder_overrides())
-        except ValueError as e:
-            raise ValueError(f"model: {e}") from None
-        for name, width, heads in (("predictor", self.predictor_dim, self.predictor_heads),
-                                   ("decoder", self.decoder_dim, self.decoder_heads)):
+        _positive("model.encoder", patch_size=self.encoder.patch_size, tubelet_size=self.encoder.tubelet_size)
+        for name, c in (("encoder", self.encoder), ("predictor", self.predictor), ("decoder", self.decoder)):
+            if not 0.0 <= getattr(c, "drop_path_rate", 0.0) < 1.0:
+                raise ValueError(f"model.{name}.drop_path_rate must be in [0, 1), got {c.drop_path_rate}")
+        for name, width, heads in (("predictor", self.predictor.predictor_dim, self.predictor.num_heads),
+                                   ("decoder", self.decoder.decoder_dim, self.decoder.num_heads)):
+            _positive(f"model.{name}", width=width, num_heads=heads)
             if width % heads:
-                raise ValueError(f"model.{name}_dim={width} is not divisible by model.{name}_heads={heads}")
-
-    def encoder_overrides(self) -> dict:
-        """Keyword overrides for :func:`unisurg.models.build_encoder` (None fields keep the preset's)."""
-        out = dict(pos_embed=self.pos_embed, rope_variant=self.rope_variant,
-                   sincos_uniform_power=self.sincos_uniform_power, patch_size=self.patch_size,
-                   tubelet_size=self.tubelet_size, drop_path_rate=self.drop_path, act_checkpoint=self.act_checkpoint)
-        for name in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+                raise ValueError(f"model.{name} width {width} is not divisible by its num_heads={heads}")
 
 
 @dataclass
@@ -305,14 +343,15 @@ class PretrainConfig:
     init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self) -> None:
-        if self.data.crop % self.model.patch_size:
-            raise ValueError(f"data.crop={self.data.crop} is not divisible by model.patch_size={self.model.patch_size}")
-        if self.data.frames % self.model.tubelet_size:
-            raise ValueError(f"data.frames={self.data.frames} is not divisible by model.tubelet_size="
-                             f"{self.model.tubelet_size}")
-        if self.model.num_mask_tokens is not None and self.model.num_mask_tokens < self.mask.families:
-            raise ValueError(f"model.num_mask_tokens={self.model.num_mask_tokens} < {self.mask.families} mask families "
-                             f"of mask.kind={self.mask.kind}")
+        enc = self.model.encoder
+        if self.data.crop % enc.patch_size:
+            raise ValueError(f"data.crop={self.data.crop} is not divisible by model.encoder.patch_size={enc.patch_size}")
+        if self.data.frames % enc.tubelet_size:
+            raise ValueError(f"data.frames={self.data.frames} is not divisible by model.encoder.tubelet_size="
+                             f"{enc.tubelet_size}")
+        if self.model.predictor.num_mask_tokens < self.mask.families:
+            raise ValueError(f"model.predictor.num_mask_tokens={self.model.predictor.num_mask_tokens} < "
+                             f"{self.mask.families} mask families of mask.kind={self.mask.kind}")
         if self.loss.objective == "mae" and self.mask.kind == "vjepa2":
             raise ValueError("loss.objective=mae takes one mask family; use mask.kind=tube (VideoMAE) or multiblock")
         if self.data.resize_short is not None and self.data.crop > self.data.resize_short:

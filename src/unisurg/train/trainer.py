@@ -24,7 +24,8 @@ import yaml
 from unisurg.typed_config import ConfigError, to_dict
 from unisurg.models.ema import make_target
 from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
-from unisurg.models.presets import build_encoder, build_predictor
+from unisurg.models.predictor import VideoPredictor
+from unisurg.models.vit import VideoViT
 from unisurg.train import checkpointing as ckpt
 from unisurg.train.pretrain_config import PretrainConfig
 from unisurg.train.data import TrainData, build_data
@@ -88,16 +89,12 @@ class Models:
 def build_models(cfg: PretrainConfig, info: DistInfo, *, load_init: bool) -> Models:
     """Encoder, predictor or MAE decoder, EMA target; initial weights; device placement; DDP / FSDP2."""
     m = cfg.model
-    encoder = build_encoder(m.encoder, **m.encoder_overrides())
+    encoder = VideoViT(m.encoder)
     predictor = decoder = None
     if cfg.loss.objective == "mae":
-        decoder = MAEDecoder(MAEDecoderConfig.for_encoder(encoder, decoder_dim=m.decoder_dim, depth=m.decoder_depth,
-                                                          num_heads=m.decoder_heads, act_checkpoint=m.act_checkpoint))
+        decoder = MAEDecoder(m.decoder)
     else:
-        predictor = build_predictor(encoder, predictor_dim=m.predictor_dim, depth=m.predictor_depth,
-                                    num_heads=m.predictor_heads, drop_path_rate=m.drop_path,
-                                    num_mask_tokens=m.num_mask_tokens or cfg.mask.families,
-                                    act_checkpoint=m.act_checkpoint)
+        predictor = VideoPredictor(m.predictor)
     notes: list[str] = []
     target_sd = None
     if load_init and cfg.init.checkpoint:
@@ -129,7 +126,7 @@ def build_models(cfg: PretrainConfig, info: DistInfo, *, load_init: bool) -> Mod
             ckpt.load_module_state(target, target_sd)
         if cfg.run.compile:
             target.compile()
-    tubelet = (m.tubelet_size, m.patch_size, m.patch_size)
+    tubelet = (m.encoder.tubelet_size, m.encoder.patch_size, m.encoder.patch_size)
     inner = unwrap(student)
     if decoder is None:
         task = JepaTask(student, target, cfg.loss.unisurg(), tubelet, online_encoder=inner.encoder)
