@@ -9,13 +9,6 @@ See ``docs/layout.md``.
 """
 
 from unisurg._version import __version__
+from unisurg.models.checkpoint import load_encoder
 
-
-def load_encoder(path, **kwargs):
-    """Load a frozen-ready video encoder from our checkpoint, an official V-JEPA 2 file or HF VJEPA2 weights.
-
-    The returned module maps ``[B, C, T, H, W]`` to tokens ``[B, N, D]``.
-    """
-    from unisurg.models.checkpoint import load_encoder as _load
-
-    return _load(path, **kwargs)
+__all__ = ["__version__", "load_encoder"]

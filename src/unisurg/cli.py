@@ -7,6 +7,27 @@ import json
 import sys
 from pathlib import Path
 
+from unisurg import demo
+from unisurg._version import __version__
+from unisurg.curate.command import add_parser as add_curate_command
+from unisurg.curate.corpus_files import CurationError
+from unisurg.curate.leakage_check import LeakageError
+from unisurg.data.ingest import (
+    IngestInputError,
+    IngestParams,
+    collect_inputs,
+    default_workers,
+    format_summary,
+    ingest,
+)
+from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError
+from unisurg.data.store import StoreError
+from unisurg.evaluation.command import add_parser as add_bench_commands
+from unisurg.models.strict_load import CheckpointError
+from unisurg.synth.generate import generate_dataset
+from unisurg.train.command import add_parser as add_pretrain_command
+from unisurg.typed_config import ConfigError
+
 
 def _positive_int(text: str) -> int:
     v = int(text)
@@ -33,8 +54,6 @@ def _add_synth(sub):
 
 
 def _run_synth(a) -> int:
-    from unisurg.synth.generate import generate_dataset
-
     try:
         summary = generate_dataset(a.out, n_videos=a.videos, seconds=a.seconds, height=a.height, width=a.width,
                                    fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet,
@@ -69,8 +88,6 @@ def _add_ingest(sub):
 
 
 def _run_ingest(a) -> int:
-    from unisurg.data.ingest import IngestParams, collect_inputs, default_workers, format_summary, ingest
-
     items = collect_inputs(a.inputs, dataset=a.dataset, specialty=a.specialty)
     params = IngestParams(fps=a.fps, short_side=a.short_side, jpeg_quality=a.quality,
                           skip_nonref=not a.no_skip_nonref)
@@ -88,8 +105,6 @@ def _add_info(sub):
 
 
 def _run_info(a) -> int:
-    from unisurg.data.manifest import MANIFEST_NAME, Manifest
-
     with Manifest(a.store / MANIFEST_NAME, readonly=True) as m:
         recs = m.records()
         meta = m.get_meta()
@@ -122,8 +137,6 @@ def _add_demo_command(sub, name: str, help: str, out_help: str) -> None:
 
 
 def _run_demo_command(name: str, a) -> int:
-    from unisurg import demo
-
     try:
         return getattr(demo, f"run_{name}")(a.out, main, quick=a.quick, seed=a.seed)
     except demo.DemoStepError as e:
@@ -147,9 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unisurg", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from unisurg.evaluation.command import add_parser as add_bench_commands
-    from unisurg.curate.command import add_parser as add_curate_command
-    from unisurg.train.command import add_parser as add_pretrain_command
 
     for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
                 _add_demo, _add_ablate):
@@ -158,20 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from unisurg._version import __version__
-
     return f"unisurg {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from unisurg.typed_config import ConfigError
-    from unisurg.data.ingest import IngestInputError
-    from unisurg.data.store import StoreError
-    from unisurg.data.manifest import ManifestError
-    from unisurg.curate.corpus_files import CurationError
-    from unisurg.curate.leakage_check import LeakageError
-    from unisurg.models.strict_load import CheckpointError
 
     try:
         return int(args.func(args) or 0)

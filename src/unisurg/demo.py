@@ -18,14 +18,15 @@ Steps whose output exists are reused (the commands are idempotent), so an interr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import json
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from unisurg.train.logs import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,6 @@ def loss_curves(runs: dict[str, Path], png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from unisurg.train.logs import read_jsonl
 
     terms = [("loss", "total loss"), ("l_pred", "prediction (L1 / L_motion)"), ("l_st", "affinity L_st"),
              ("l_var", "variance L_var"), ("pred_std", "std of predicted latents"),

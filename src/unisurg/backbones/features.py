@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from unisurg.atomic_files import save_npy_atomic, write_json_atomic
 from unisurg.data.augment import train_augment
@@ -36,6 +37,7 @@ from unisurg.data.pixels import (
     resize_image,
     to_model_input,
 )
+from unisurg.datasets import read_image
 from unisurg.datasets.samples import SampleRef, SplitData
 
 CACHE_VERSION = 1
@@ -85,8 +87,6 @@ class ClipPixels:
         self.store, self.ids, self.res, self.image_frames = store, ids, res, image_frames
 
     def _image(self, ref: SampleRef) -> np.ndarray:
-        from unisurg.datasets import read_image
-
         img = resize_image(read_image(ref.media), self.res)
         return np.repeat(img[None], self.image_frames, axis=0)
 
@@ -112,8 +112,6 @@ class ClipPixels:
     def one(self, ref: SampleRef, augment: Callable | None = None) -> np.ndarray:
         """``uint8 [T, res, res, 3]`` of one sample, through ``augment(frames [T, H, W, 3]) -> [T, res, res, 3]``."""
         if ref.indices is None:
-            from unisurg.datasets import read_image
-
             img = read_image(ref.media)
             frames = np.repeat(img[None], self.image_frames, axis=0)
             return augment(frames) if augment else np.repeat(resize_image(img, self.res)[None], self.image_frames, 0)
@@ -261,7 +259,6 @@ def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder
                             num_workers=cfg.features.workers, pin_memory=encoder.device.type == "cuda")
         pending: dict[int, list[np.ndarray]] = {}
         remaining = {k: sum(1 for o in owner if o == k) for k in todo}
-        from tqdm import tqdm
 
         for g, clips in enumerate(tqdm(loader, total=len(groups), desc=f"extract {split.name}", disable=not progress)):
             feats = encoder(clips).cpu().numpy().astype(np_dtype)
@@ -281,7 +278,6 @@ class InMemoryFeatures(Dataset):
                  progress: bool = False):
         groups = batch_groups(split.refs, 0, len(split), batch_size)
         loader = DataLoader(_Groups(pixels, split.refs, groups), batch_size=None, num_workers=workers)
-        from tqdm import tqdm
 
         self.data = torch.cat([encoder(c).cpu() for c in tqdm(loader, total=len(groups), disable=not progress,
                                                                 desc=f"features {split.name}")])

@@ -26,9 +26,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unisurg.backbones.spec import (IMAGENET_MEAN, IMAGENET_STD, VIDEO_IMG_SIZE, VIDEO_NUM_FRAMES, Backbone,
-                                     BackboneSpecError, SpecOptions, fingerprint_path, vit_size_name)
 from unisurg.backbones.image import DEFAULT_CHUNK, image_backbone
+from unisurg.backbones.spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIDEO_IMG_SIZE,
+    VIDEO_NUM_FRAMES,
+    Backbone,
+    BackboneSpecError,
+    SpecOptions,
+    fingerprint_path,
+    vit_size_name,
+)
 
 log = logging.getLogger(__name__)
 

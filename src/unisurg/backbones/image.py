@@ -22,14 +22,22 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from unisurg.backbones.spec import (IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneSpecError, SpecOptions,
-                                     fingerprint_path, vit_size_name)
+from unisurg.backbones.spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    BackboneSpecError,
+    SpecOptions,
+    fingerprint_path,
+    vit_size_name,
+)
 from unisurg.models.checkpoint import torch_load_weights
-from unisurg.models.strict_load import CheckpointError
 from unisurg.models.image_vit import TIMM_VIT_SIZES, VIT_ANCHOR, build_image_vit
 from unisurg.models.resnet import RESNET_ANCHOR, ResNetConfig, build_resnet
+from unisurg.models.strict_load import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,6 @@ def read_weights(path: str | Path):
     training args) are allowed, nothing else that needs unpickling code."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     with torch.serialization.safe_globals([argparse.Namespace]):
         return torch_load_weights(path)

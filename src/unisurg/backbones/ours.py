@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-import logging
-
 import difflib
 import json
+import logging
 import typing
 import warnings
 from pathlib import Path
 
 import torch
 
-
-from unisurg.backbones.spec import (Backbone, BackboneSpecError, COMMON_OPTIONS, IMAGENET_MEAN, IMAGENET_STD, SpecOptions, VIDEO_IMG_SIZE, VIDEO_NUM_FRAMES, fingerprint_path, fingerprint_state_dict, parse_option_value, vit_size_name)
+from unisurg.backbones.hf import load_hf_vjepa2_transformers
+from unisurg.backbones.spec import (
+    COMMON_OPTIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIDEO_IMG_SIZE,
+    VIDEO_NUM_FRAMES,
+    Backbone,
+    BackboneSpecError,
+    SpecOptions,
+    fingerprint_path,
+    fingerprint_state_dict,
+    parse_option_value,
+    vit_size_name,
+)
+from unisurg.models.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    detect_format,
+    load_encoder,
+    read_config,
+)
+from unisurg.models.presets import PRESETS, build_encoder
+from unisurg.models.vit import EncoderConfig
 
 # ---------------------------------------------------------------- our encoder family
 
@@ -39,7 +60,6 @@ def _video_backbone(encoder, *, name: str, spec: str, fingerprint: str, img_size
 
 def _ours_files(path: Path) -> list[Path]:
     """Weights + JSON of our format: ``DIR/weights.safetensors`` + ``DIR/unisurg.json``, or a ``NAME.*`` pair."""
-    from unisurg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
     if path.suffix in (".safetensors", ".json"):
         pair = [path.with_suffix(".safetensors"), path.with_suffix(".json")]
@@ -50,7 +70,6 @@ def _ours_files(path: Path) -> list[Path]:
 
 def load_unisurg(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=None) -> Backbone:
     """Our checkpoint through :func:`unisurg.models.load_encoder` (target encoder unless ``#encoder``)."""
-    from unisurg.models.checkpoint import detect_format, load_encoder, read_config
 
     path = _require(Path(arg), spec)
     explicit = "which" in opts
@@ -79,7 +98,6 @@ def load_unisurg(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=N
 
 def load_vjepa2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=None) -> Backbone:
     """Official V-JEPA 2 ``torch.save`` file (or a bare HF VJEPA2 state dict file) via ``load_encoder``."""
-    from unisurg.models.checkpoint import detect_format, load_encoder
 
     path = _require(Path(arg), spec)
     fmt = detect_format(path)
@@ -109,13 +127,10 @@ def load_vjepa2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=No
 
 def load_hf_vjepa2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=None) -> Backbone:
     """HF VJEPA2 ``save_pretrained`` folder; our encoder by default, ``?impl=transformers`` for the library's."""
-    from unisurg.models.checkpoint import load_encoder
 
     path = _require(Path(arg), spec)
     impl = opts.take("impl", "ours", choices=("ours", "transformers"))
     if impl == "transformers":
-        from unisurg.backbones.hf import load_hf_vjepa2_transformers
-
         return load_hf_vjepa2_transformers(path, opts, spec=spec)
     if not (path.is_dir() and (path / "config.json").exists()):
         raise BackboneSpecError(f"backbone spec {spec!r}: {path} is not a HF folder with config.json")
@@ -130,7 +145,6 @@ def load_hf_vjepa2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype
 
 def _config_overrides(raw: dict[str, str], spec: str) -> dict:
     """``?key=value`` strings -> typed :class:`EncoderConfig` overrides (unknown keys name the nearest field)."""
-    from unisurg.models.vit import EncoderConfig
 
     hints = typing.get_type_hints(EncoderConfig)
     out = {}
@@ -159,7 +173,6 @@ def load_random(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=No
 
     The global RNG state is restored afterwards; remaining options override :class:`EncoderConfig` fields.
     """
-    from unisurg.models.presets import PRESETS, build_encoder
 
     preset, _, seed_text = arg.partition("@")
     if preset not in PRESETS:

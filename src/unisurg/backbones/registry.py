@@ -46,9 +46,23 @@ from typing import Callable
 
 import torch
 
-
-from unisurg.backbones.spec import (Backbone, BackboneSpecError, NAMED_NORMS, SpecOptions, parse_spec, triple)
-from unisurg.backbones.ours import load_hf_vjepa2, load_random, load_unisurg, load_vjepa2
+from unisurg.backbones.image import read_weights, sniff_image_state_dict
+from unisurg.backbones.ours import (
+    load_hf_vjepa2,
+    load_random,
+    load_unisurg,
+    load_vjepa2,
+)
+from unisurg.backbones.spec import (
+    NAMED_NORMS,
+    Backbone,
+    BackboneSpecError,
+    SpecOptions,
+    parse_spec,
+    triple,
+)
+from unisurg.models import interop_hf, interop_vjepa2
+from unisurg.models.checkpoint import CONFIG_NAME, detect_format
 
 # ---------------------------------------------------------------- registry
 
@@ -135,7 +149,6 @@ def load_backbone(spec: str, *, device: str | torch.device = "cpu", dtype: torch
 
 def detect_kind(path: Path, spec: str) -> str:
     """The spec kind of a bare path, from what lies there."""
-    from unisurg.models.checkpoint import CONFIG_NAME
 
     if not path.exists() and not (path.suffix == ".json" and path.with_suffix(".safetensors").exists()):
         raise FileNotFoundError(
@@ -161,13 +174,10 @@ def detect_kind(path: Path, spec: str) -> str:
             f"backbone spec {spec!r}: directory {path} holds neither our checkpoint ({CONFIG_NAME}) nor a Hugging Face "
             "model (config.json); give a 'kind:' prefix"
         )
-    from unisurg.models.checkpoint import detect_format
 
     fmt = detect_format(path)
     if fmt == "unisurg":
         return "unisurg"
-    from unisurg.backbones.image import read_weights, sniff_image_state_dict
-    from unisurg.models import interop_hf, interop_vjepa2
 
     obj = read_weights(path)
     if isinstance(obj, dict):

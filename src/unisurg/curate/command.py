@@ -16,6 +16,27 @@ import json
 import sys
 from pathlib import Path
 
+from unisurg.backbones.spec import BackboneSpecError
+from unisurg.curate.corpus_files import CurationError
+from unisurg.curate.embed import EmbedProtocol, embed_store
+from unisurg.curate.leakage_check import (
+    check_leakage,
+    exclude_leaking_videos,
+    format_leakage_summary,
+)
+from unisurg.curate.selection import (
+    curate_selection,
+    format_selection_summary,
+    level_specs,
+    parse_levels,
+)
+from unisurg.curate.store_dedup import (
+    find_store_duplicates,
+    format_dedup_summary,
+    keep_one_per_duplicate_group,
+)
+from unisurg.data.store import StoreError
+
 
 def _positive_int(text: str) -> int:
     v = int(text)
@@ -37,10 +58,6 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from unisurg.backbones.spec import BackboneSpecError
-    from unisurg.curate.corpus_files import CurationError
-    from unisurg.data.store import StoreError
-
     return (CurationError, BackboneSpecError, StoreError)
 
 
@@ -80,8 +97,6 @@ def _add_embed(sub) -> None:
 
 
 def _run_embed(a) -> int:
-    from unisurg.curate.embed import EmbedProtocol, embed_store
-
     proto = EmbedProtocol(unit=a.unit, frames=a.frames, stride=a.stride, short_video=a.short_video, frame_step=a.frame_step,
                           res=a.res, dtype=a.dtype)
     res = embed_store(a.store, a.backbone, protocol=proto, batch_size=a.batch_size, shard_size=a.shard_size, workers=a.workers,
@@ -120,8 +135,6 @@ def _add_cluster(sub) -> None:
 
 
 def _run_cluster(a) -> int:
-    from unisurg.curate.selection import curate_selection, format_selection_summary, level_specs, parse_levels
-
     specs = level_specs(parse_levels(a.levels), n_iter=a.iters, resample_steps=a.resample_steps, resample_size=a.resample_size,
                         resample_strategy=a.resample_strategy, coarse=a.coarse)
     path, doc = curate_selection(a.store, levels=specs, kind="weights" if a.weights else "subset", target=a.target,
@@ -154,8 +167,6 @@ def _add_dedup(sub) -> None:
 
 
 def _run_dedup(a) -> int:
-    from unisurg.curate.store_dedup import find_store_duplicates, format_dedup_summary, keep_one_per_duplicate_group
-
     report = find_store_duplicates(a.store, max_distance=a.max_distance, min_fraction=a.min_fraction, min_frames=a.min_frames,
                                    min_contrast=a.min_contrast, full_fraction=a.full_fraction, scope=a.scope, workers=a.workers,
                                    progress=not a.quiet, out=a.out, log=lambda m: print(m, file=sys.stderr))
@@ -192,8 +203,6 @@ def _add_leakage(sub) -> None:
 
 
 def _run_leakage(a) -> int:
-    from unisurg.curate.leakage_check import check_leakage, exclude_leaking_videos, format_leakage_summary
-
     report = check_leakage(a.store, benchmarks=a.benchmark, videos=a.videos, splits=[s for s in a.splits.split(",") if s],
                            max_distance=a.max_distance, min_frames=a.min_frames, min_contrast=a.min_contrast,
                            frame_folder_fps=a.frame_folder_fps, skip_missing=a.skip_missing, workers=a.workers,

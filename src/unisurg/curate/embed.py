@@ -41,15 +41,26 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from unisurg.device import resolve_device
-from unisurg.atomic_files import save_npy_atomic
+from unisurg.atomic_files import save_npy_atomic, write_json_atomic
 from unisurg.backbones.features import FeatureCacheError, frozen_tokens
+from unisurg.backbones.registry import load_backbone
+from unisurg.curate.corpus_files import (
+    CurationError,
+    curation_dir,
+    read_json,
+    video_signature,
+)
+from unisurg.data.clips import (
+    ClipDataset,
+    ClipSpec,
+    clip_frame_indices,
+    resize_short_side,
+)
 from unisurg.data.pixels import center_crop, read_frames
-from unisurg.curate.corpus_files import CurationError, curation_dir, read_json, video_signature
-from unisurg.atomic_files import write_json_atomic
-from unisurg.data.clips import ClipDataset, ClipSpec, clip_frame_indices, resize_short_side
 from unisurg.data.store import FrameStore, StoreError
+from unisurg.device import resolve_device
 
 EMBED_FORMAT = "unisurg-embeddings"
 INDEX_NAME = "index.json"
@@ -393,8 +404,6 @@ def embed_store(
     t0 = time.perf_counter()
     device = resolve_device(device)
     if isinstance(backbone, str):
-        from unisurg.backbones.registry import load_backbone
-
         backbone = load_backbone(backbone, device=device)
     else:
         backbone.model.to(device).eval()
@@ -414,7 +423,6 @@ def embed_store(
     todo = index.missing_shards()
     embedder = ClipEmbedder(backbone, device)
     np_dtype = np.float16 if protocol.dtype == "float16" else np.float32
-    from tqdm import tqdm
 
     for k in tqdm(todo, desc="embed", unit="shard", disable=not progress):
         s = index.shards[k]

@@ -36,7 +36,14 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from unisurg.curate.kmeans import EmbeddingRows, Metric, assign, kmeans, rng_seed, rows_per_cluster
+from unisurg.curate.kmeans import (
+    EmbeddingRows,
+    Metric,
+    assign,
+    kmeans,
+    rng_seed,
+    rows_per_cluster,
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from unisurg.curate.duplicates import VideoMatch, candidate_pairs, check_hashes, match_videos
+from unisurg.curate.duplicates import (
+    VideoMatch,
+    candidate_pairs,
+    check_hashes,
+    match_videos,
+)
 
 
 @dataclass

@@ -27,8 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
-from unisurg.curate.corpus_files import CurationError, curation_dir, manifest_digest, now_iso, read_json, store_records, update_exclusions, video_signature
+from tqdm import tqdm
+
 from unisurg.atomic_files import write_json_atomic
+from unisurg.curate.corpus_files import (
+    CurationError,
+    curation_dir,
+    manifest_digest,
+    now_iso,
+    read_json,
+    store_records,
+    update_exclusions,
+    video_signature,
+)
 from unisurg.curate.leakage import find_leakage
 from unisurg.curate.store_hashes import (
     DEFAULT_MIN_CONTRAST,
@@ -40,6 +51,8 @@ from unisurg.curate.store_hashes import (
     store_hashes,
     store_rate,
 )
+from unisurg.data.decode import VideoDecodeError
+from unisurg.datasets import get_adapter
 
 LEAKAGE_NAME = "leakage.json"
 LEAKAGE_FORMAT = "unisurg-leakage-report"
@@ -73,7 +86,6 @@ class BenchmarkSplit:
 def parse_benchmark(text: str) -> BenchmarkSplit:
     """Parse ``DATASET:ROOT[:SPLIT_SCHEME]``; a last ``:PART`` is the split scheme only if the
     adapter knows such a scheme (so a root may itself contain ``:``)."""
-    from unisurg.datasets import get_adapter
 
     name, sep, rest = text.partition(":")
     if not sep or not name or not rest:
@@ -121,7 +133,6 @@ def _record_media(rec, key_prefix: str, frame_folder_fps: float | None, bench: s
 def benchmark_test_media(bench: BenchmarkSplit, *, splits: Sequence[str] = ("test",),
                          frame_folder_fps: float | None = None) -> tuple[list[TestMedia], dict]:
     """The test media of one benchmark split scheme, through its adapter; and a description for the report."""
-    from unisurg.datasets import get_adapter
 
     try:
         adapter = get_adapter(bench.dataset)(bench.root, bench.split_scheme)
@@ -160,9 +171,6 @@ def file_test_media(paths: Iterable[str | Path], *, frame_folder_fps: float | No
 def hash_test_media(media: list[TestMedia], *, fps: float, short_side: int, kind: str = "dct", cache_dir: Path | None = None,
                     progress: bool = False) -> FrameHashes:
     """Hashes of every test medium (one entry per key)."""
-    from tqdm import tqdm
-
-    from unisurg.data.decode import VideoDecodeError
 
     out = FrameHashes(kind=kind)
     for m in tqdm(media, desc="hash test videos", unit="video", disable=not progress):

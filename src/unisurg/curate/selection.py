@@ -40,11 +40,23 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from unisurg.curate.balanced import balanced_sample, balanced_weights
-from unisurg.curate.corpus_files import CurationError, curation_dir, excluded_videos, manifest_digest, now_iso, read_json, store_records
 from unisurg.atomic_files import write_json_atomic
+from unisurg.curate.balanced import balanced_sample, balanced_weights
+from unisurg.curate.corpus_files import (
+    CurationError,
+    curation_dir,
+    excluded_videos,
+    manifest_digest,
+    now_iso,
+    read_json,
+    store_records,
+)
 from unisurg.curate.embed import EmbeddingIndex, find_embeddings
-from unisurg.curate.hierarchy import HierarchicalClustering, LevelSpec, hierarchical_kmeans
+from unisurg.curate.hierarchy import (
+    HierarchicalClustering,
+    LevelSpec,
+    hierarchical_kmeans,
+)
 
 SELECTION_FORMAT = "unisurg-curated-selection"
 SELECTION_NAME = "selection.json"

@@ -29,9 +29,21 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
-from unisurg.curate.corpus_files import CurationError, curation_dir, manifest_digest, now_iso, read_json, store_records, update_exclusions
 from unisurg.atomic_files import write_json_atomic
-from unisurg.curate.duplicates import find_near_duplicates, group_duplicates, keep_one_per_group
+from unisurg.curate.corpus_files import (
+    CurationError,
+    curation_dir,
+    manifest_digest,
+    now_iso,
+    read_json,
+    store_records,
+    update_exclusions,
+)
+from unisurg.curate.duplicates import (
+    find_near_duplicates,
+    group_duplicates,
+    keep_one_per_group,
+)
 from unisurg.curate.store_hashes import DEFAULT_MIN_CONTRAST, store_hashes
 
 DUPLICATES_NAME = "duplicates.json"

@@ -30,10 +30,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from unisurg.atomic_files import write_atomic
 from unisurg.curate.corpus_files import CurationError, curation_dir, video_signature
 from unisurg.curate.phash import hash_frames
+from unisurg.data.decode import decode_video
+from unisurg.data.image_files import read_image
+from unisurg.data.media_store import list_frame_images, resample_folder_indices
 from unisurg.data.store import FrameStore
 
 PHASH_NAME = "phash.npz"
@@ -140,7 +144,6 @@ def store_hashes(store_root: str | Path, *, kind: HashKind = "dct", workers: int
     entries = {v: e for v, e in cached.items() if sigs.get(v) == e[0]}
     todo = [v for v in sigs if v not in entries]
     last_save = time.monotonic()
-    from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="phash", unit="video", disable=not progress)
 
@@ -180,7 +183,6 @@ def media_short_side(store_short_side: int | None) -> int:
 def hash_video_file(path: str | Path, *, fps: float, short_side: int = MEDIA_SHORT_SIDE_MAX, kind: HashKind = "dct",
                     segment: tuple[float | None, float | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of a video file sampled at ``fps`` (frames ``floor(start*fps) .. ceil(end*fps)-1`` of a segment)."""
-    from unisurg.data.decode import decode_video
 
     video = decode_video(path, fps=fps, short_side=short_side)
     frames = video.frames
@@ -195,7 +197,6 @@ def hash_video_file(path: str | Path, *, fps: float, short_side: int = MEDIA_SHO
 
 def hash_images(paths: list[Path], *, kind: HashKind = "dct") -> tuple[np.ndarray, np.ndarray]:
     """Hashes of image files taken as consecutive frames (any size; one image at a time in memory)."""
-    from unisurg.data.image_files import read_image
 
     hs, cs = [], []
     for p in paths:
@@ -209,7 +210,6 @@ def hash_images(paths: list[Path], *, kind: HashKind = "dct") -> tuple[np.ndarra
 
 def hash_frame_folder(folder: str | Path, *, folder_fps: float, fps: float, kind: HashKind = "dct") -> tuple[np.ndarray, np.ndarray]:
     """Hashes of a folder of frames (natural name order) at ``folder_fps``, resampled to ``fps``."""
-    from unisurg.data.media_store import list_frame_images, resample_folder_indices
 
     images = list_frame_images(Path(folder))
     picks = resample_folder_indices(len(images), folder_fps, fps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -43,8 +44,6 @@ def read_image(path: Path | str) -> np.ndarray:
     path = Path(path)
     kind = sniff_format(path)
     if kind == "jpeg":
-        import simplejpeg
-
         return simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB")
     try:
         with Image.open(path) as im:

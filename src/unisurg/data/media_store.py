@@ -24,7 +24,14 @@ import torch
 
 from unisurg.data.clips import resize_short_side
 from unisurg.data.decode import output_size
-from unisurg.data.ingest import IngestItem, IngestParams, format_summary, ingest, make_video_id
+from unisurg.data.image_files import read_image
+from unisurg.data.ingest import (
+    IngestItem,
+    IngestParams,
+    format_summary,
+    ingest,
+    make_video_id,
+)
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, VideoRecord
 from unisurg.data.store import FrameStore, StoreError, write_pack
 
@@ -58,8 +65,6 @@ def resample_folder_indices(n_images: int, folder_fps: float, store_fps: float) 
 
 
 def _encode_resized(path: Path, short_side: int, quality: int) -> tuple[bytes, int, int]:
-    from unisurg.data.image_files import read_image
-
     img = np.array(read_image(path))  # writable copy (PIL arrays are read-only)
     h, w = output_size(img.shape[0], img.shape[1], short_side)
     if (h, w) != img.shape[:2]:

@@ -14,20 +14,7 @@ Tasks and record types: ``phase`` -> :class:`PhaseVideo`, ``triplet`` -> :class:
 import difflib
 import re
 
-from unisurg.datasets.base import (
-    DATASETS,
-    SPLITS,
-    AnnotationError,
-    ClipSample,
-    DatasetAdapter,
-    DatasetLayoutError,
-    DepthSample,
-    MultiLabelVideo,
-    PhaseVideo,
-    SegSample,
-    SkillTrial,
-    UnknownDatasetError,
-)
+from unisurg.data.image_files import read_depth_mm, read_image, read_mask  # noqa: E402
 
 # adapter modules register themselves in DATASETS on import
 from unisurg.datasets import (  # noqa: E402,F401
@@ -44,7 +31,20 @@ from unisurg.datasets import (  # noqa: E402,F401
     polyp,
     surgrec,
 )
-from unisurg.data.image_files import read_depth_mm, read_image, read_mask  # noqa: E402
+from unisurg.datasets.base import (
+    DATASETS,
+    SPLITS,
+    AnnotationError,
+    ClipSample,
+    DatasetAdapter,
+    DatasetLayoutError,
+    DepthSample,
+    MultiLabelVideo,
+    PhaseVideo,
+    SegSample,
+    SkillTrial,
+    UnknownDatasetError,
+)
 
 
 def _normalise(name: str) -> str:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisurg.datasets.base import AnnotationError, DatasetAdapter, PhaseVideo, empty_splits, register
+from unisurg.datasets.base import (
+    AnnotationError,
+    DatasetAdapter,
+    PhaseVideo,
+    empty_splits,
+    register,
+)
 from unisurg.datasets.cholec import VIDEO_EXTS
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import numbered_lines, parse_int

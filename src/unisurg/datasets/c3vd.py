@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 import warnings
 
-from unisurg.datasets.base import DatasetAdapter, DatasetLayoutError, DepthSample, empty_splits, register
+from unisurg.datasets.base import (
+    DatasetAdapter,
+    DatasetLayoutError,
+    DepthSample,
+    empty_splits,
+    register,
+)
 from unisurg.datasets.splitfiles import load_split_file
 
 _COLOR = re.compile(r"^(\d+)_color\.png$")

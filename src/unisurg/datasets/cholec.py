@@ -19,7 +19,6 @@ import json
 import re
 from pathlib import Path
 
-
 from unisurg.datasets.base import (
     AnnotationError,
     DatasetAdapter,

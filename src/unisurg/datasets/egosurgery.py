@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from unisurg.datasets.base import AnnotationError, DatasetAdapter, DatasetLayoutError, PhaseVideo, empty_splits, register
+from unisurg.datasets.base import (
+    AnnotationError,
+    DatasetAdapter,
+    DatasetLayoutError,
+    PhaseVideo,
+    empty_splits,
+    register,
+)
 from unisurg.datasets.cholec import VIDEO_EXTS
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import csv_rows

@@ -14,7 +14,13 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from unisurg.datasets.base import AnnotationError, DatasetAdapter, DatasetLayoutError, SkillTrial, register
+from unisurg.datasets.base import (
+    AnnotationError,
+    DatasetAdapter,
+    DatasetLayoutError,
+    SkillTrial,
+    register,
+)
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import numbered_lines, parse_int
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from unisurg.datasets.base import (
+    SPLITS,
     AnnotationError,
     DatasetAdapter,
     DatasetLayoutError,
     PhaseVideo,
-    SPLITS,
     empty_splits,
     register,
 )

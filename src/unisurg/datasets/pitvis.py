@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisurg.datasets.base import AnnotationError, DatasetAdapter, PhaseVideo, empty_splits, register
+from unisurg.datasets.base import (
+    AnnotationError,
+    DatasetAdapter,
+    PhaseVideo,
+    empty_splits,
+    register,
+)
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import csv_rows, parse_int
 

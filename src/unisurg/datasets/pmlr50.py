@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from unisurg.datasets.base import AnnotationError, DatasetAdapter, DatasetLayoutError, PhaseVideo, empty_splits, register
+from unisurg.datasets.base import (
+    AnnotationError,
+    DatasetAdapter,
+    DatasetLayoutError,
+    PhaseVideo,
+    empty_splits,
+    register,
+)
 from unisurg.datasets.safe_pickle import load_pickle
 from unisurg.datasets.splitfiles import load_split_file
 

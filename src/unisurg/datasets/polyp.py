@@ -19,8 +19,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unisurg.datasets.base import DatasetAdapter, DatasetLayoutError, SegSample, empty_splits, register
-from unisurg.datasets.splitfiles import carve, fraction_split, load_split_file, stable_rank_key
+from unisurg.datasets.base import (
+    DatasetAdapter,
+    DatasetLayoutError,
+    SegSample,
+    empty_splits,
+    register,
+)
+from unisurg.datasets.splitfiles import (
+    carve,
+    fraction_split,
+    load_split_file,
+    stable_rank_key,
+)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

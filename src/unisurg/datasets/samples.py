@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,6 @@ class SplitData:
 
     def keys_digest(self) -> str:
         """SHA-1 of the sample keys and frame indices: the cache is only reused for the same samples."""
-        import hashlib
 
         h = hashlib.sha1()
         for r in self.refs:

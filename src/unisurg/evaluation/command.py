@@ -16,6 +16,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from unisurg.backbones.features import FeatureCacheError
+from unisurg.backbones.spec import BackboneSpecError
+from unisurg.data.media_store import MediaError
+from unisurg.data.store import StoreError
+from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
+from unisurg.evaluation.predict import (
+    ProbeFormatError,
+    ProbeMismatchError,
+    embed_video,
+    predict_video,
+)
+from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
+from unisurg.models.strict_load import CheckpointError
+from unisurg.typed_config import ConfigError
+
 CONFIG_HELP = "preset (paper, tiny) or YAML file; default: paper (the authors' protocol)"
 OVERRIDES_HELP = "config overrides key=value, e.g. train.epochs=2 clip.frames=16 cache_dir=/fast/cache"
 
@@ -94,16 +109,6 @@ def add_parser(subparsers) -> None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from unisurg.backbones.spec import BackboneSpecError
-    from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
-    from unisurg.backbones.features import FeatureCacheError
-    from unisurg.data.media_store import MediaError
-    from unisurg.evaluation.predict import ProbeFormatError, ProbeMismatchError
-    from unisurg.evaluation.runner import BenchError
-    from unisurg.typed_config import ConfigError
-    from unisurg.data.store import StoreError
-    from unisurg.models.strict_load import CheckpointError
-
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
             ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
             FileNotFoundError)
@@ -121,8 +126,6 @@ def _guard(name: str, fn) -> int:
 
 def run_bench(a) -> int:
     def go():
-        from unisurg.evaluation.runner import run_benchmark
-
         run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
                       overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
@@ -133,8 +136,6 @@ def run_bench(a) -> int:
 
 def run_extract(a) -> int:
     def go():
-        from unisurg.evaluation.runner import extract_features
-
         done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
                                 overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
         for name, folders in done.items():
@@ -147,8 +148,6 @@ def run_extract(a) -> int:
 
 def run_predict(a) -> int:
     def go():
-        from unisurg.evaluation.predict import predict_video
-
         out = a.out or a.video.parent
         res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
                             batch_size=a.batch_size, progress=not a.quiet)
@@ -160,8 +159,6 @@ def run_predict(a) -> int:
 
 def run_embed(a) -> int:
     def go():
-        from unisurg.evaluation.predict import embed_video
-
         out = a.out or a.video.with_name(a.video.stem + ".features.npy")
         res = embed_video(a.video, a.backbone, out, config=a.config, overrides=a.overrides, stride_s=a.stride,
                           tokens=a.tokens, progress=not a.quiet)

@@ -11,9 +11,12 @@ All backbones of a dataset in ``results.json`` appear in one figure (the merge o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+
+from unisurg.datasets import read_depth_mm, read_image, read_mask
 
 UNLABELLED = (0.88, 0.88, 0.88)
 
@@ -92,8 +95,6 @@ def _load_predictions(out: Path, run: dict) -> dict[str, np.ndarray]:
 
 
 def _safe(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
 
 
@@ -113,8 +114,6 @@ def write_phase_ribbons(results: dict, out: Path, dataset: str, max_items: int =
 
 
 def write_dense_figures(results: dict, out: Path, dataset: str, max_items: int = 12) -> list[Path]:
-    from unisurg.datasets import read_depth_mm, read_image, read_mask
-
     runs = [r for r in results["runs"].values() if r["dataset"] == dataset and r["task"] in ("segmentation", "depth")]
     if not runs:
         return []

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from unisurg.evaluation.metrics import bootstrap_ci
 from unisurg.evaluation.tasks import ScoreBlock
 
 HONEST_LABEL = "honest (selected on validation)"
@@ -56,7 +57,6 @@ def confidence_intervals(blocks: list[ScoreBlock], n_resamples: int, seed: int) 
 
     Returns ``{metric key: {"value", "ci_low", "ci_high", "n_units"}}``.
     """
-    from unisurg.evaluation.metrics import bootstrap_ci
 
     out = {}
     for b in blocks:

@@ -20,11 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
-from unisurg.evaluation.bench_config import BenchConfig, ClipConfig, load_bench_config
 from unisurg.backbones.features import ClipPixels, Encoder, batch_groups
+from unisurg.backbones.registry import load_backbone
+from unisurg.data.media_store import build_store
 from unisurg.data.pixels import per_second_indices
 from unisurg.datasets.samples import SampleRef
+from unisurg.device import resolve_device
+from unisurg.evaluation.bench_config import BenchConfig, ClipConfig, load_bench_config
+from unisurg.evaluation.figures import plot_ribbons
+from unisurg.evaluation.probe import ProbeSpec, build_probe
 from unisurg.typed_config import load_config, to_dict
 
 PER_SECOND_TASKS = ("phase", "triplet")
@@ -40,9 +47,6 @@ class ProbeFormatError(ValueError):
 
 def load_probe(probe_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """The saved 1-probe module and its ``probe.json``."""
-    from safetensors.torch import load_file
-
-    from unisurg.evaluation.probe import ProbeSpec, build_probe
 
     d = Path(probe_dir)
     meta_path, weights = d / "probe.json", d / "probe.safetensors"
@@ -76,8 +80,6 @@ def check_backbone(meta: dict, backbone, probe_dir) -> None:
 
 
 def _store_video(video: Path, clip: ClipConfig, cache_dir: str, workers: int = 1):
-    from unisurg.data.media_store import build_store
-
     store, ids = build_store([(video, clip.frame_folder_fps or 1.0)], Path(cache_dir), "user-videos", fps=clip.fps,
                              short_side=clip.resize_short, quality=clip.jpeg_quality, workers=workers)
     key = str(Path(video).resolve())
@@ -95,7 +97,6 @@ def per_second_refs(media: str, n_frames: int, clip: ClipConfig, stride_s: int =
 
 def _stream(encoder: Encoder, pixels: ClipPixels, refs: list[SampleRef], batch_size: int,
             fn: Callable[[torch.Tensor], np.ndarray], progress: bool) -> np.ndarray:
-    from tqdm import tqdm
 
     out = []
     for g in tqdm(batch_groups(refs, 0, len(refs), batch_size), disable=not progress, desc="clips"):
@@ -112,8 +113,6 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
     ``backbone``: a spec string or a loaded Backbone; its fingerprint must equal the probe's.
     Returns ``{"seconds", "labels", "label_names", "probabilities", "class_names", "files"}``.
     """
-    from unisurg.backbones.registry import load_backbone
-    from unisurg.device import resolve_device
 
     video = Path(video)
     if not video.exists():
@@ -159,8 +158,6 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
                 w.writerow([int(t), int(lab), names[lab]] + [f"{v:.6f}" for v in p])
         result["files"] = {"csv": str(csv_path), "json": str(json_path)}
         if not multilabel:
-            from unisurg.evaluation.figures import plot_ribbons
-
             full = np.full(int(seconds.max()) + 1, -1, np.int64)
             full[seconds] = labels
             plot_ribbons(png_path, f"{stem}: {bb.name}", None, [("Prediction", full)], names)
@@ -178,8 +175,6 @@ def embed_video(video: str | Path, backbone, out: str | Path, *, config: BenchCo
     ``tokens=False`` (default): mean-pooled ``float32 [n_clips, D]``; ``tokens=True``: all patch tokens
     ``float16 [n_clips, N, D]``.
     """
-    from unisurg.backbones.registry import load_backbone
-    from unisurg.device import resolve_device
 
     video, out = Path(video), Path(out)
     if not video.exists():
@@ -210,8 +205,6 @@ def embed_video(video: str | Path, backbone, out: str | Path, *, config: BenchCo
     if out.suffix == ".npy":
         np.save(out, feats)
     else:
-        from safetensors.torch import save_file
-
         save_file({"features": torch.from_numpy(np.ascontiguousarray(feats)),
                    "seconds": torch.from_numpy(seconds.astype(np.int64))}, str(out),
                   metadata={"backbone": bb.spec, "fingerprint": bb.fingerprint})

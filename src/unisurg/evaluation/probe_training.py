@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from unisurg.evaluation.probe_optim import BatchedAdamW, cosine_factor
 from unisurg.datasets.samples import SplitData
+from unisurg.evaluation.probe_optim import BatchedAdamW, cosine_factor
 
 
 class _WithTargets(Dataset):
@@ -66,7 +67,6 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
     t0 = time.perf_counter()
     step = 0
     probe.train()
-    from tqdm import tqdm
 
     for epoch in range(tc.epochs):
         if hasattr(inputs, "set_epoch"):
@@ -105,7 +105,6 @@ def collect_outputs(probe: torch.nn.Module, inputs: Dataset, task, split: SplitD
     loader = DataLoader(_Indexed(inputs), batch_size=cfg.train.eval_batch_size, shuffle=False,
                         num_workers=cfg.features.workers)
     parts = []
-    from tqdm import tqdm
 
     for x, idx in tqdm(loader, desc=f"evaluate {split.name}", disable=not progress):
         with _autocast(device, cfg.train.amp):

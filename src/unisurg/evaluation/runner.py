@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
-from unisurg.device import resolve_device
 from unisurg.atomic_files import atomic_path, write_atomic, write_json_atomic
-from unisurg.evaluation.bench_config import BenchConfig, load_bench_config
 from unisurg.backbones.features import (
     ClipPixels,
     Encoder,
@@ -37,11 +36,17 @@ from unisurg.backbones.features import (
     OnlineClips,
     extract_split,
     feature_dir,
+    norm_stats,
     protocol_dict,
 )
-from unisurg.evaluation.probe import ProbeSpec, build_probe
-from unisurg.evaluation.probe_training import collect_outputs, train_probes
+from unisurg.backbones.registry import load_backbone
+from unisurg.data.media_store import build_store
+from unisurg.datasets import get_adapter
 from unisurg.datasets.samples import SplitData
+from unisurg.datasets.splitfiles import carve
+from unisurg.device import resolve_device
+from unisurg.evaluation.bench_config import BenchConfig, load_bench_config
+from unisurg.evaluation.figures import write_figures
 from unisurg.evaluation.head_selection import (
     HONEST_LABEL,
     PAPER_LABEL,
@@ -50,6 +55,9 @@ from unisurg.evaluation.head_selection import (
     flat_metrics,
     select_probe,
 )
+from unisurg.evaluation.probe import ProbeSpec, build_probe
+from unisurg.evaluation.probe_training import collect_outputs, train_probes
+from unisurg.evaluation.report import write_tables
 from unisurg.evaluation.tasks import Task, make_task
 from unisurg.typed_config import to_dict
 
@@ -99,7 +107,6 @@ def _with_split(rec, split: str):
 
 def carve_validation(records: dict[str, list], fraction: float, task_name: str) -> tuple[dict[str, list], str]:
     """A validation split carved from training records when the scheme has none (deterministic, by name)."""
-    from unisurg.datasets.splitfiles import carve
 
     if records.get("val"):
         return records, "dataset split scheme"
@@ -120,8 +127,6 @@ def carve_validation(records: dict[str, list], fraction: float, task_name: str) 
 
 
 def load_folds(dataset: str, root, split_scheme: str | None, strict: bool) -> tuple[object, list[tuple[str, dict]]]:
-    from unisurg.datasets import get_adapter
-
     cls = get_adapter(dataset)
     if split_scheme in ("loso", "louo") and hasattr(cls, "folds"):
         adapter = cls(root, strict=strict)
@@ -167,8 +172,6 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
     store, ids = None, {}
     fps = task.store_fps()
     if fps is not None:
-        from unisurg.data.media_store import build_store
-
         media = [m for f in folds for s in ("train", "val", "test") for m in task.media(f.records[s])]
         log(f"frame store: {len(set(str(p) for p, _ in media))} videos at {fps:g} fps, short side {cfg.clip.resize_short}")
         store, ids = build_store(media, Path(cfg.cache_dir), dataset, fps=fps, short_side=cfg.clip.resize_short,
@@ -334,14 +337,10 @@ def probe_json(prep: Prepared, fr: FoldResult, backbone, cfg: BenchConfig, lr: f
 
 
 def _norm(cfg, backbone):
-    from unisurg.backbones.features import norm_stats
-
     return norm_stats(cfg, backbone)
 
 
 def save_probe(folder: Path, probe_one: torch.nn.Module, meta: dict) -> None:
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in probe_one.state_dict().items()}
     with atomic_path(folder / "probe.safetensors") as tmp:
@@ -494,7 +493,6 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
                    task_name=task_name, progress=progress, log=log)
     out_dir = Path(out) if out is not None else None
     results = load_results(out_dir) if out_dir is not None else {"format": "unisurg-bench-results", "version": 1, "runs": {}}
-    from unisurg.backbones.registry import load_backbone
 
     for spec in backbones:
         bb = load_backbone(spec, device=device, dtype=torch.bfloat16 if device.type == "cuda" else None) \
@@ -508,12 +506,9 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out_dir / RESULTS_NAME, results, default=_json_default)
-            from unisurg.evaluation.report import write_tables
 
             write_tables(results, out_dir)
     if out_dir is not None and cfg.report.figures:
-        from unisurg.evaluation.figures import write_figures
-
         write_figures(results, out_dir, dataset, max_items=cfg.report.max_figures)
     return results
 
@@ -530,7 +525,6 @@ def extract_features(backbones: list, dataset: str, root=None, *, split_scheme: 
         raise BenchError("extract writes the feature cache; features.cache=false makes it pointless")
     device = resolve_device(cfg.device)
     prep = prepare(dataset, root, split_scheme, cfg, strict=strict, progress=progress, log=log)
-    from unisurg.backbones.registry import load_backbone
 
     out = {}
     for spec in backbones:

@@ -19,6 +19,7 @@ depth           DepthSample            dense decoder, masked L1      RMSE, AbsRe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unisurg.evaluation import task_losses as losses
-from unisurg.data.pixels import per_second_indices, spread_indices
+from unisurg.data.pixels import per_second_indices, resize_image, spread_indices
+from unisurg.datasets import read_depth_mm, read_mask
 from unisurg.datasets.samples import SampleRef, SplitData
+from unisurg.evaluation import task_losses as losses
+from unisurg.evaluation.metrics import (
+    average_precision,
+    classification_metrics,
+    depth_metrics,
+    mae,
+    phase_metrics,
+    segmentation_metrics,
+    spearman,
+    triplet_metrics,
+)
 
 
 @dataclass
@@ -191,8 +203,6 @@ class PhaseTask(_PerSecond):
         return [(split.targets[gidx == g], pred[gidx == g]) for g in range(len(split.groups))]
 
     def score(self, split, collected):
-        from unisurg.evaluation.metrics import phase_metrics
-
         videos = self.video_predictions(split, collected)
         keep = [i for i, (yt, _) in enumerate(videos) if yt.size]
         rel = self.cfg.report.relaxed
@@ -257,8 +267,6 @@ class TripletTask(_PerSecond):
         return torch.sigmoid(out.float()).cpu().numpy()
 
     def score(self, split, collected):
-        from unisurg.evaluation.metrics import average_precision, triplet_metrics
-
         gidx = split.group_index()
         videos = [(split.targets[gidx == g], collected[gidx == g]) for g in range(len(split.groups))]
         videos = [v for v in videos if v[0].shape[0]]
@@ -292,8 +300,6 @@ def _videowise_map(per_video_ap: np.ndarray, videos: np.ndarray) -> float:
     """ivtmetrics video-wise mAP of a (re)sample of videos: per class mean over the videos where it is
     defined, then mean over the classes defined anywhere."""
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             per_class = np.nanmean(per_video_ap[videos], axis=0)
@@ -340,8 +346,6 @@ class ClipTask(Task):
     collect = PhaseTask.collect
 
     def score(self, split, collected):
-        from unisurg.evaluation.metrics import classification_metrics
-
         pred = collected.argmax(-1)
         units = list(zip(split.targets.tolist(), pred.tolist()))
 
@@ -402,8 +406,6 @@ class SkillTask(Task):
         return (out.float()[..., 0] * self.state["target_std"] + self.state["target_mean"]).cpu().numpy()
 
     def score(self, split, collected):
-        from unisurg.evaluation.metrics import mae, spearman
-
         units = list(zip(np.asarray(split.targets, dtype=np.float64).tolist(), collected.tolist()))
 
         def statistic(items):
@@ -446,8 +448,6 @@ class _Dense(Task):
         return SplitData(name, refs, targets, groups, info)
 
     def _resized_target(self, split: SplitData, i: int) -> np.ndarray:
-        from unisurg.data.pixels import resize_image
-
         t = self._read_target(split.targets[i]).astype(np.float32)
         return resize_image(t[..., None], self.cfg.clip.res, mode="nearest")[..., 0]
 
@@ -461,7 +461,6 @@ class _Dense(Task):
         for sub in subsets:
             sel = [i for i, inf in enumerate(split.group_info) if inf["subset"] == sub]
             mat = collected[sel].astype(np.float64)
-            import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -491,8 +490,6 @@ class SegmentationTask(_Dense):
         return Path(rec.mask)
 
     def _read_target(self, path):
-        from unisurg.datasets import read_mask
-
         return read_mask(path).astype(np.uint8)
 
     def loss(self, out, target):
@@ -501,8 +498,6 @@ class SegmentationTask(_Dense):
         return losses.multi_segmentation(out, target.to(out.device))
 
     def collect(self, out, split, idx):
-        from unisurg.evaluation.metrics import segmentation_metrics
-
         prob = torch.sigmoid(out.float())
         P, B = prob.shape[:2]
         res = np.zeros((P, B, 2), np.float32)
@@ -535,8 +530,6 @@ class DepthTask(_Dense):
         return Path(rec.depth)
 
     def _read_target(self, path):
-        from unisurg.datasets import read_depth_mm
-
         return read_depth_mm(path)
 
     def loss(self, out, target):
@@ -545,8 +538,6 @@ class DepthTask(_Dense):
         return losses.multi_depth_l1(out, target.to(out.device), self.cfg.train.depth_max_mm)
 
     def collect(self, out, split, idx):
-        from unisurg.evaluation.metrics import depth_metrics
-
         depth = losses.depth_from_logits(out, self.cfg.train.depth_max_mm)
         P, B = depth.shape[:2]
         res = np.full((P, B, 4), np.nan, np.float32)

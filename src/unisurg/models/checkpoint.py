@@ -26,10 +26,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unisurg.atomic_files import atomic_path, write_text_atomic
 from unisurg._version import __version__
+from unisurg.atomic_files import atomic_path, write_text_atomic
 from unisurg.models import interop_hf, interop_vjepa2
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
 from unisurg.models.strict_load import CheckpointError, load_strict
@@ -67,7 +69,6 @@ def save_checkpoint(
     ``path`` is a directory, or a ``.safetensors`` / ``.json`` name of the file pair. Files are
     written atomically (temporary file + rename). ``extra`` is stored in the JSON (must be JSON-able).
     """
-    from safetensors.torch import save_file
 
     components = {"encoder": encoder, "target_encoder": target_encoder, "predictor": predictor}
     components = {k: m for k, m in components.items() if m is not None}
@@ -146,8 +147,6 @@ def read_config(path: str | Path) -> dict:
 
 
 def _metadata_config(weights_path: Path) -> dict | None:
-    from safetensors import safe_open
-
     if not weights_path.exists():
         return None
     with safe_open(str(weights_path), framework="pt") as f:
@@ -226,7 +225,6 @@ def _load_ours(path: Path, component: str | None, *, kind: str):
     entry = comps[component]
     cls, cfg_cls = (VideoViT, EncoderConfig) if entry["class"] == "VideoViT" else (VideoPredictor, PredictorConfig)
     model_cfg = cfg_cls.from_dict(entry["config"], where=f"{weights_path} [{component}]")
-    from safetensors import safe_open
 
     prefix = component + "."
     with safe_open(str(weights_path), framework="pt") as f:  # read only this component's tensors
@@ -268,8 +266,6 @@ def load_encoder(
         return _finish(model, device=device, dtype=dtype,
                        info={"format": "hf", "source": str(p), "component": "encoder", "notes": []})
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
         obj = load_file(str(p))
     else:
         obj = torch_load_weights(p)

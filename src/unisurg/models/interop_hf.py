@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.vit import EncoderConfig, VideoViT
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -109,8 +110,6 @@ def encoder_config_from_hf(cfg: dict, *, source: str) -> EncoderConfig:
 
 def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -140,8 +139,6 @@ def read_hf_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def encoder_from_hf(sd: dict[str, torch.Tensor], cfg: EncoderConfig, *, source: str) -> VideoViT:
-    from unisurg.models.strict_load import load_strict
-
     ours = hf_encoder_state_dict(sd, source=source)
     with torch.device("meta"):
         model = VideoViT(cfg)

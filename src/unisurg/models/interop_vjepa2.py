@@ -26,8 +26,8 @@ import torch
 
 from unisurg.models.pos_embed import sincos_3d
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
-from unisurg.models.presets import HEADS_BY_WIDTH
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.presets import HEADS_BY_WIDTH, PRESETS
+from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.vit import EncoderConfig, VideoViT
 
 WRAPPER_PREFIXES = ("module.", "backbone.", "_orig_mod.")
@@ -203,8 +203,6 @@ def infer_encoder_config(
 
 
 def _preset_name(dim: int, depth: int, heads: int) -> str:
-    from unisurg.models.presets import PRESETS
-
     for name, spec in PRESETS.items():
         if (spec["embed_dim"], spec["depth"], spec["num_heads"]) == (dim, depth, heads):
             return name
@@ -256,7 +254,6 @@ def encoder_from_official(
     sd: dict[str, torch.Tensor], *, source: str, num_heads=None, pos_embed="auto", rope_variant="vjepa2"
 ) -> tuple[VideoViT, list[str]]:
     """Build (on the meta device) and strictly load an encoder from an official state dict."""
-    from unisurg.models.strict_load import load_strict
 
     sd = strip_prefixes(sd)
     cfg, notes = infer_encoder_config(sd, num_heads=num_heads, pos_embed=pos_embed, rope_variant=rope_variant,
@@ -272,7 +269,6 @@ def predictor_from_official(
     sd: dict[str, torch.Tensor], *, source: str, num_heads=None, pos_embed="auto", rope_variant="vjepa2"
 ) -> tuple[VideoPredictor, list[str]]:
     """Build and strictly load a predictor from an official state dict."""
-    from unisurg.models.strict_load import load_strict
 
     sd = strip_prefixes(sd)
     cfg, notes = infer_predictor_config(sd, num_heads=num_heads, pos_embed=pos_embed, rope_variant=rope_variant,

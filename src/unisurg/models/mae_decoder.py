@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from unisurg.models.blocks import Block, init_vit_weights
-from unisurg.models.predictor import run_context_and_targets
 from unisurg.models.pos_embed import SinCos3D
+from unisurg.models.predictor import run_context_and_targets
 from unisurg.models.rope import ROPE_VARIANTS
 from unisurg.models.vit import POS_EMBED_TYPES, VideoViT, _config_from_dict
 

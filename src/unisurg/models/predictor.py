@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unisurg.models.blocks import block_stack, init_vit_weights, key_padding_mask, run_blocks
+from unisurg.models.blocks import (
+    block_stack,
+    init_vit_weights,
+    key_padding_mask,
+    run_blocks,
+)
 from unisurg.models.pos_embed import SinCos3D
 from unisurg.models.rope import ROPE_VARIANTS, rope_cos_sin
 from unisurg.models.vit import POS_EMBED_TYPES, _config_from_dict, replace_config

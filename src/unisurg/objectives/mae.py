@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from unisurg.objectives.tokens import check_token_batch, check_tubelet, safe_index, weighted_token_mean
+from unisurg.objectives.tokens import (
+    check_token_batch,
+    check_tubelet,
+    safe_index,
+    weighted_token_mean,
+)
 
 
 def patchify(x: torch.Tensor, tubelet: tuple[int, int, int] = (2, 16, 16)) -> torch.Tensor:

@@ -12,7 +12,12 @@ from typing import Literal
 
 import torch
 
-from unisurg.objectives.tokens import check_token_batch, safe_index, token_tubes, weighted_token_mean
+from unisurg.objectives.tokens import (
+    check_token_batch,
+    safe_index,
+    token_tubes,
+    weighted_token_mean,
+)
 
 
 def token_l1_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

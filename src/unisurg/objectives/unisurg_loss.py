@@ -15,9 +15,17 @@ from typing import Any, Literal
 import torch
 
 from unisurg.objectives.affinity import affinity_distillation_loss, gram_affinity_loss
-from unisurg.objectives.motion import dense_motion_map, motion_score, topk_motion_tubes, topk_motion_weights
-from unisurg.objectives.prediction import (dense_motion_prediction_loss, l1_prediction_loss,
-                                           motion_prediction_loss)
+from unisurg.objectives.motion import (
+    dense_motion_map,
+    motion_score,
+    topk_motion_tubes,
+    topk_motion_weights,
+)
+from unisurg.objectives.prediction import (
+    dense_motion_prediction_loss,
+    l1_prediction_loss,
+    motion_prediction_loss,
+)
 from unisurg.objectives.tokens import check_token_batch, check_tubelet
 from unisurg.objectives.variance import channel_std, variance_loss
 

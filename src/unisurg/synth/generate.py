@@ -70,7 +70,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
+import av
 import numpy as np
+from tqdm.auto import tqdm
 
 from unisurg.atomic_files import atomic_path, write_text_atomic
 from unisurg.synth.plan import PHASES, TOOLS, VideoPlan, plan_video
@@ -130,7 +132,6 @@ def render_video(
     truncated ``.mp4``. ``on_frames(k)`` is called every ``fps`` frames with the count done since
     the last call (progress bars).
     """
-    import av
 
     path = Path(path)
     renderer = FrameRenderer(plan)
@@ -284,7 +285,6 @@ def generate_dataset(
     }
     meta_path = out / "synth.json"
     _prepare_dir(out, meta_path, params, overwrite)
-    import av
 
     meta = {
         "generator": "unisurg.synth.generate",
@@ -300,7 +300,6 @@ def generate_dataset(
     jobs = [{"out": str(out), "index": i, "params": params} for i in range(n_videos)]
     total = sum(int(round(seconds * fps)) for _ in jobs)
     results: list[dict] = []
-    from tqdm.auto import tqdm
 
     with tqdm(total=total, unit="frame", desc="synth", disable=not progress) as bar:
         if workers == 1:

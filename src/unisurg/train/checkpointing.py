@@ -28,7 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from unisurg.atomic_files import fsync_dir, fsync_file, write_bytes_atomic
 from unisurg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_checkpoint
@@ -72,8 +81,6 @@ def set_rng_state(state: dict) -> None:
 # -- state dicts (DDP / FSDP2 / plain alike) -----------------------------------------------------
 
 def _options(distributed: bool, **kw):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
     return StateDictOptions(full_state_dict=True, cpu_offload=distributed, **kw)
 
 
@@ -82,21 +89,17 @@ def gather_student_state(student: nn.Module, optimizer: torch.optim.Optimizer, d
 
     With ``distributed``, only rank 0 receives them (on CPU); other ranks get empty dicts.
     """
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     return get_state_dict(student, optimizer, options=_options(distributed))
 
 
 def gather_module_state(module: nn.Module, distributed: bool) -> dict:
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
     return get_model_state_dict(module, options=_options(distributed))
 
 
 def load_student_state(student: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict,
                        optim_sd: dict | None) -> None:
     """Strictly load full state dicts into (possibly wrapped / sharded) ``student`` and its optimizer."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
     opts = StateDictOptions(full_state_dict=True, strict=True)
     if optimizer is None or optim_sd is None:
@@ -106,8 +109,6 @@ def load_student_state(student: nn.Module, optimizer: torch.optim.Optimizer | No
 
 
 def load_module_state(module: nn.Module, sd: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
     set_model_state_dict(module, sd, options=StateDictOptions(full_state_dict=True, strict=True))
 
 
@@ -154,8 +155,6 @@ def write_model_files(folder: Path, contents: CheckpointContents, extra: dict) -
     save_checkpoint(folder, encoder=encoder, target_encoder=target, predictor=predictor, extra=extra)
     files = [folder / WEIGHTS_NAME, folder / CONFIG_NAME]
     if contents.decoder_config is not None:
-        from safetensors.torch import save_file
-
         dec = {k: v.contiguous() for k, v in _split(contents.student, "decoder.").items()}
         save_file(dec, str(folder / DECODER_NAME),
                   metadata={"format": "pt", "mae_decoder_config": json.dumps(contents.decoder_config.to_dict())})
@@ -258,7 +257,6 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 def read_checkpoint(path: Path) -> tuple[dict, dict | None, dict]:
     """``(student state, target state or None, train state)`` of a checkpoint directory, on CPU."""
-    from safetensors.torch import load_file
 
     weights = path / WEIGHTS_NAME
     if not weights.exists() or not (path / STATE_NAME).exists():
@@ -280,7 +278,6 @@ def read_checkpoint(path: Path) -> tuple[dict, dict | None, dict]:
 
 def read_decoder(path: Path) -> tuple[MAEDecoderConfig, dict]:
     """The MAE decoder config and weights of a checkpoint directory."""
-    from safetensors import safe_open
 
     file = path / DECODER_NAME
     if not file.exists():

@@ -11,6 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from unisurg.curate.corpus_files import CurationError
+from unisurg.curate.leakage_check import LeakageError
+from unisurg.data.store import StoreError
+from unisurg.models.strict_load import CheckpointError
+from unisurg.train.pretrain_config import load_pretrain_config
+from unisurg.train.trainer import print_config, train
+from unisurg.typed_config import ConfigError
+
 DESCRIPTION = """Pretrain a video encoder: UniSurg (default objective), SurgRec-JEPA (loss.objective=vjepa) or
 SurgRec-MAE (loss.objective=mae). --config takes a preset (tiny, bench-s, vitl-stage1, vitl-stage2,
 surgrec-jepa, surgrec-mae) or a YAML file (which may start with `base: PRESET`); then any number of
@@ -38,8 +46,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then train (or print it). Returns the exit status."""
-    from unisurg.train.pretrain_config import load_pretrain_config
-    from unisurg.train.trainer import print_config, train
 
     overrides = list(args.overrides or [])
     if args.out is not None:
@@ -57,11 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unisurg pretrain", description=DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    from unisurg.typed_config import ConfigError
-    from unisurg.data.store import StoreError
-    from unisurg.curate.corpus_files import CurationError
-    from unisurg.curate.leakage_check import LeakageError
-    from unisurg.models.strict_load import CheckpointError
 
     try:
         return run(args)

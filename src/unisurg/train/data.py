@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pathlib import Path
-
-from unisurg.typed_config import ConfigError
+from unisurg.curate.corpus_files import training_videos
+from unisurg.curate.selection import load_selection, restrict_clip_dataset
 from unisurg.data.clips import ClipDataset, ClipSpec, make_loader
 from unisurg.data.sampler import BalancedSampler, UniformSampler
-from unisurg.train.pretrain_config import PretrainConfig
 from unisurg.train.distributed import DistInfo
 from unisurg.train.mask_collator import SampleMaskCollator, build_mask_generators
+from unisurg.train.pretrain_config import PretrainConfig
+from unisurg.typed_config import ConfigError
 
 
 class MultiStoreClips(Dataset):
@@ -91,7 +92,6 @@ def _selections(cfg: PretrainConfig) -> list[str | None]:
 def apply_curation(parts: list[ClipDataset], cfg: PretrainConfig) -> np.ndarray | None:
     """Restrict each store's clips to its curated selection; the combined per-clip weights
     (each store the same total mass) when ``data.sampler=curated``."""
-    from unisurg.curate.selection import load_selection, restrict_clip_dataset
 
     weights = []
     for part, path in zip(parts, _selections(cfg)):
@@ -122,7 +122,6 @@ def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
     per_rank = s.global_batch_size // info.world
     seed = cfg.run.seed if d.seed is None else d.seed
     spec = clip_spec(cfg)
-    from unisurg.curate.corpus_files import training_videos
 
     video_ids = {store: training_videos(store, include_datasets=d.include_datasets,
                                         honour_exclusions=d.honour_exclusions) for store in d.stores}

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 from unisurg.device import resolve_device
 
@@ -98,7 +101,6 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
     """
     if not info.distributed:
         return module
-    from torch.nn.parallel import DistributedDataParallel
 
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids, static_graph=True)
@@ -113,8 +115,6 @@ def shard_fsdp(module: nn.Module, block_lists: list[nn.ModuleList], info: DistIn
     ``no_grad`` (the EMA target), so its root parameters are sharded again after each forward.
     Mixed precision comes from autocast in the step, as with DDP.
     """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
 
     # the students return the predictions as views of a projection; the losses use them out of place
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")

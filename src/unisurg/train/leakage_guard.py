@@ -9,9 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from unisurg.curate.corpus_files import CurationError, manifest_digest, now_iso, store_records, video_signature
+from unisurg.curate.corpus_files import (
+    CurationError,
+    manifest_digest,
+    now_iso,
+    store_records,
+    video_signature,
+)
 from unisurg.curate.leakage_check import LeakageError, leakage_path, read_leakage_report
-
 
 
 def _store_guard(root: Path, train: set[str] | None, log: Callable[[str], None]) -> dict:

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from unisurg.atomic_files import write_bytes_atomic
 
 LOG_NAME = "log.jsonl"
@@ -80,8 +82,6 @@ class RunLogger:
             else:
                 self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
         if progress:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total_steps, initial=start_step, desc="pretrain", unit="step", file=sys.stderr,
                             dynamic_ncols=True)
 

@@ -16,9 +16,14 @@ import torch
 import torch.utils.data
 
 from unisurg.data.clips import stack_clips
-from unisurg.train.masks import (MaskBatch, MultiblockMaskGenerator, TubeMaskGenerator, mask_batch_from_token_mask,
-                                  vjepa2_multiblock)
 from unisurg.models.vit import token_grid
+from unisurg.train.masks import (
+    MaskBatch,
+    MultiblockMaskGenerator,
+    TubeMaskGenerator,
+    mask_batch_from_token_mask,
+    vjepa2_multiblock,
+)
 from unisurg.train.pretrain_config import MaskConfig
 
 

@@ -21,8 +21,6 @@ import torch
 import torch.utils.data
 
 
-
-
 @dataclass
 class MaskBatch:
     """Context (visible) and target (masked) tokens of a batch.

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unisurg.typed_config import ConfigError
 from unisurg.models.ema import momentum_at
 from unisurg.train.pretrain_config import EmaConfig, OptimConfig
+from unisurg.typed_config import ConfigError
 
 
 def is_no_decay(name: str, param: torch.Tensor) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from unisurg.models.predictor import PredictorConfig
 from unisurg.models.presets import PRESETS
 from unisurg.models.vit import EncoderConfig
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig
+from unisurg.train.yaml_presets import pretrain_presets
 from unisurg.typed_config import ConfigError, load_config, to_dict
 
 __all__ = [
@@ -102,7 +104,6 @@ SHARED_WITH_ENCODER = ("embed_dim", "pos_embed", "rope_variant", "sincos_uniform
 
 def _upgrade_flat_model_keys(data: dict) -> dict:
     """Move the deprecated flat keys (``model.embed_dim=...``) to the nested schema."""
-    import warnings
 
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     if isinstance(data.get("encoder"), str):  # would replace the whole encoder section, so not an alias
@@ -365,6 +366,5 @@ class PretrainConfig:
 def load_pretrain_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> PretrainConfig:
     """A validated :class:`PretrainConfig` from a preset name, a YAML file (may say ``base: PRESET``) or a dict,
     then dotted ``key=value`` overrides."""
-    from unisurg.train.yaml_presets import pretrain_presets
 
     return load_config(PretrainConfig, source, overrides, presets=pretrain_presets())

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisurg.data.clips import IMAGENET_MEAN, IMAGENET_STD
 from unisurg.models.ema import ema_update_
 from unisurg.models.mae_decoder import MAEDecoder
-from unisurg.train.masks import MaskBatch
 from unisurg.models.predictor import VideoPredictor
 from unisurg.models.vit import VideoViT, gather_tokens
 from unisurg.objectives.mae import mae_loss, mae_targets
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig, unisurg_loss
+from unisurg.train.masks import MaskBatch
 from unisurg.train.optim import Hyper, grad_norm, set_hyperparams
 
 JEPA_METRICS = ("loss", "l_pred", "l_st", "l_var", "l1", "pred_std", "target_std")
@@ -153,8 +154,6 @@ def normalize_on_device(x: torch.Tensor) -> torch.Tensor:
     them from Python lists every step would be a host-to-device copy, which synchronises a CUDA stream."""
     consts = _NORM_CONSTANTS.get(x.device)
     if consts is None:
-        from unisurg.data.clips import IMAGENET_MEAN, IMAGENET_STD
-
         m = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
         s = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
         consts = _NORM_CONSTANTS[x.device] = (m.to(x.device), s.to(x.device))

@@ -21,19 +21,38 @@ import numpy as np
 import torch
 import yaml
 
-from unisurg.typed_config import ConfigError, to_dict
 from unisurg.models.ema import make_target
 from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
 from unisurg.models.predictor import VideoPredictor
 from unisurg.models.vit import VideoViT
 from unisurg.train import checkpointing as ckpt
-from unisurg.train.pretrain_config import PretrainConfig
 from unisurg.train.data import TrainData, build_data
-from unisurg.train.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier, broadcast_object,
-                                       init_distributed, shard_fsdp, shutdown, unwrap, wrap_ddp)
+from unisurg.train.distributed import (
+    DistInfo,
+    all_gather_object,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    shard_fsdp,
+    shutdown,
+    unwrap,
+    wrap_ddp,
+)
+from unisurg.train.init_weights import initialise
+from unisurg.train.leakage_guard import guard_corpus
 from unisurg.train.logs import RunLogger
 from unisurg.train.optim import Schedules, build_optimizer
-from unisurg.train.steps import JepaStudent, JepaTask, MaeStudent, MaeTask, StepConfig, train_step
+from unisurg.train.pretrain_config import PretrainConfig
+from unisurg.train.steps import (
+    JepaStudent,
+    JepaTask,
+    MaeStudent,
+    MaeTask,
+    StepConfig,
+    train_step,
+)
+from unisurg.typed_config import ConfigError, to_dict
 
 # config keys a resumed run may change (they do not alter the trajectory; checkpoints hold full,
 # unsharded state, so DDP <-> FSDP2 may change too)
@@ -98,8 +117,6 @@ def build_models(cfg: PretrainConfig, info: DistInfo, *, load_init: bool) -> Mod
     notes: list[str] = []
     target_sd = None
     if load_init and cfg.init.checkpoint:
-        from unisurg.train.init_weights import initialise
-
         target_sd, notes = initialise(cfg.init, encoder, predictor=predictor, decoder=decoder)
     student = MaeStudent(encoder, decoder) if decoder is not None else JepaStudent(encoder, predictor)
     student.to(info.device)
@@ -195,7 +212,6 @@ class Trainer:
         of the check goes to OUT/corpus_check.json and the console."""
         if not self.info.is_main:
             return None
-        from unisurg.train.leakage_guard import guard_corpus
 
         record = guard_corpus(self.cfg.data.stores, allow_leakage=self.cfg.run.allow_leakage,
                               log=lambda m: print(f"[pretrain] {m}", file=sys.stderr, flush=True),

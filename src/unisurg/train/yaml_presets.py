@@ -6,6 +6,7 @@ merged). Users copy a file, change it, and pass its path to ``unisurg pretrain -
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,5 @@ def _cached() -> dict[str, dict]:
 
 def pretrain_presets() -> dict[str, dict]:
     """``{name: fully resolved config dict}`` of every shipped preset (fresh copies)."""
-    import copy
 
     return copy.deepcopy(_cached())

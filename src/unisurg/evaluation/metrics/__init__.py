@@ -11,17 +11,45 @@
 
 from unisurg.evaluation.metrics.average_precision import average_precision
 from unisurg.evaluation.metrics.bootstrap import bootstrap_ci, resample_indices
-from unisurg.evaluation.metrics.classification import (accuracy, classification_metrics, macro_f1, multilabel_map,
-                                                  per_class_scores)
+from unisurg.evaluation.metrics.classification import (
+                                                  accuracy,
+                                                  classification_metrics,
+                                                  macro_f1,
+                                                  multilabel_map,
+                                                  per_class_scores,
+)
 from unisurg.evaluation.metrics.depth import c3vd_depth_to_mm, depth_metrics
-from unisurg.evaluation.metrics.edit import edit_score, levenshtein, segmental_f1, segments
+from unisurg.evaluation.metrics.edit import (
+                                                  edit_score,
+                                                  levenshtein,
+                                                  segmental_f1,
+                                                  segments,
+)
 from unisurg.evaluation.metrics.phase import phase_metrics, strict_phase_scores
-from unisurg.evaluation.metrics.regression import (average_ranks, fisher_z_mean, mae, regression_metrics, skill_metrics,
-                                              spearman)
-from unisurg.evaluation.metrics.relaxed import CHOLEC80_PHASES, M2CAI16_PHASES, relaxed_correct, relaxed_phase_scores
+from unisurg.evaluation.metrics.regression import (
+                                                  average_ranks,
+                                                  fisher_z_mean,
+                                                  mae,
+                                                  regression_metrics,
+                                                  skill_metrics,
+                                                  spearman,
+)
+from unisurg.evaluation.metrics.relaxed import (
+                                                  CHOLEC80_PHASES,
+                                                  M2CAI16_PHASES,
+                                                  relaxed_correct,
+                                                  relaxed_phase_scores,
+)
 from unisurg.evaluation.metrics.segmentation import dice, segmentation_metrics
-from unisurg.evaluation.metrics.triplet import (IVT_COMPONENTS, component_classes, component_scores, load_ivt_mapping,
-                                           null_triplets, triplet_ap, triplet_metrics)
+from unisurg.evaluation.metrics.triplet import (
+                                                  IVT_COMPONENTS,
+                                                  component_classes,
+                                                  component_scores,
+                                                  load_ivt_mapping,
+                                                  null_triplets,
+                                                  triplet_ap,
+                                                  triplet_metrics,
+)
 
 __all__ = [
     "CHOLEC80_PHASES", "IVT_COMPONENTS", "M2CAI16_PHASES",

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisurg.evaluation.metrics.inputs import as_scores, check_nonempty, check_same_shape
+from unisurg.evaluation.metrics.inputs import (
+    as_scores,
+    check_nonempty,
+    check_same_shape,
+)
 from unisurg.evaluation.metrics.nanstats import nanmean
 
 C3VD_MAX_MM = 100.0

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisurg.evaluation.metrics.inputs import as_binary, as_scores, check_nonempty, check_same_shape
+from unisurg.evaluation.metrics.inputs import (
+    as_binary,
+    as_scores,
+    check_nonempty,
+    check_same_shape,
+)
 
 
 def _images(x, name: str) -> list:

@@ -32,7 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from unisurg.evaluation.metrics.average_precision import average_precision
-from unisurg.evaluation.metrics.inputs import as_binary, as_scores, check_nonempty, check_same_shape
+from unisurg.evaluation.metrics.inputs import (
+    as_binary,
+    as_scores,
+    check_nonempty,
+    check_same_shape,
+)
 from unisurg.evaluation.metrics.nanstats import nanmean
 
 IVT_COMPONENTS = ("i", "v", "t", "iv", "it", "ivt")
