@@ -1,4 +1,4 @@
-"""The authors' training augmentation (SPEC Sec. 5): RandAugment ops against PIL (the library the reference
+"""The authors' training augmentation (docs/benchmark.md): RandAugment ops against PIL (the library the reference
 timm / V-JEPA 2 code calls frame by frame), one draw per clip, magnitudes by hand, random erasing's ranges and
 probability, the normalised erase layer, and ``unisurg bench`` with ``clip.augment=paper`` end to end."""
 

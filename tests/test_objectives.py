@@ -2,7 +2,7 @@
 
 Each reference below is written independently of the package: explicit Python loops over
 samples, tubes, tokens and neighbours, numpy float64, straight from the paper's equations
-(with SPEC section 3's interpretations: per-pixel means in g, L1 as a channel mean, token-pooled
+(with the interpretations of docs/objectives.md: per-pixel means in g, L1 as a channel mean, token-pooled
 means, unbiased variance).
 """
 

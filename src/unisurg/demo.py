@@ -76,7 +76,7 @@ QUICK = DemoScale(bench_videos=5, corpus_videos=3, seconds=16, width=96, height=
                          "train.lrs": "[1e-3]", "train.wds": "[0.01]"},
                   bootstrap_n=100, threads=1, workers=1)
 
-# name -> loss overrides. "unisurg" is the paper's objective (all terms on, SPEC section 3) except
+# name -> loss overrides. "unisurg" is the paper's objective (all terms on, docs/objectives.md) except
 # sigma0: the variance hinge pulls each channel's std of the predicted latents up to sigma0, but
 # the layer-normed targets of this small encoder have a per-channel std of only ~0.5-0.7 (see
 # "std of target latents" in the report), so the paper's sigma0 = 1 makes predictions more

@@ -1,4 +1,4 @@
-"""Backbone registry: every model of the papers' tables, frozen, from a local weight file (SPEC Sec. 5 "Baselines").
+"""Backbone registry: every model of the papers' tables, frozen, from a local weight file (UniSurg paper section 4.1).
 
     bb = load_backbone("unisurg:runs/tiny/last", device="cuda", dtype=torch.bfloat16)
     tokens = bb.model(clip)          # clip [B, C, T, H, W] normalised with bb.mean/bb.std -> [B, N, bb.embed_dim]
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import json
 import re
 from pathlib import Path
@@ -46,7 +45,13 @@ from typing import Callable
 
 import torch
 
-from unisurg.backbones.image import read_weights, sniff_image_state_dict
+from unisurg.backbones.hf import load_dinov3, load_hf_image, load_videomae
+from unisurg.backbones.image import (
+    load_resnet50,
+    load_timm_vit,
+    read_weights,
+    sniff_image_state_dict,
+)
 from unisurg.backbones.ours import (
     load_hf_vjepa2,
     load_random,
@@ -88,9 +93,8 @@ def register_backbone(prefix: str, loader: Callable[..., Backbone], help: str) -
 
 
 def _identity(loader) -> tuple:
-    """Same loader across module reloads: its import path (lazy target or module + qualified name)."""
-    return getattr(loader, "_lazy_target", None) or (getattr(loader, "__module__", None),
-                                                      getattr(loader, "__qualname__", id(loader)))
+    """Same loader across module reloads: its import path (module + qualified name)."""
+    return getattr(loader, "__module__", None), getattr(loader, "__qualname__", id(loader))
 
 
 def backbone_kinds() -> dict[str, str]:
@@ -201,14 +205,6 @@ def detect_kind(path: Path, spec: str) -> str:
 # ---------------------------------------------------------------- built-in kinds
 
 
-def _lazy(module: str, function: str) -> Callable[..., Backbone]:
-    """A loader imported on first use (keeps ``transformers`` out of ``import unisurg``)."""
-
-    def loader(*args, **kwargs):
-        return getattr(importlib.import_module(module), function)(*args, **kwargs)
-
-    loader._lazy_target = (module, function)  # type: ignore[attr-defined]
-    return loader
 
 
 register_backbone("unisurg", load_unisurg,
@@ -218,13 +214,13 @@ register_backbone("vjepa2", load_vjepa2,
 register_backbone("hf-vjepa2", load_hf_vjepa2, "Hugging Face VJEPA2 folder; ?impl=transformers to run the library's")
 register_backbone("random", load_random,
                   "random-init preset, PRESET[@SEED][?field=value...], e.g. random:tiny@0 (untrained baseline)")
-register_backbone("videomae", _lazy("unisurg.backbones.hf", "load_videomae"),
+register_backbone("videomae", load_videomae,
                   "Hugging Face VideoMAE folder (fixed clip size of its config)")
-register_backbone("dinov3", _lazy("unisurg.backbones.hf", "load_dinov3"),
+register_backbone("dinov3", load_dinov3,
                   "Hugging Face DINOv3 folder, frame by frame, patch tokens")
-register_backbone("hf-image", _lazy("unisurg.backbones.hf", "load_hf_image"),
+register_backbone("hf-image", load_hf_image,
                   "any Hugging Face image backbone folder, frame by frame")
-register_backbone("timm-vit", _lazy("unisurg.backbones.image", "load_timm_vit"),
+register_backbone("timm-vit", load_timm_vit,
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
-register_backbone("resnet50", _lazy("unisurg.backbones.image", "load_resnet50"),
+register_backbone("resnet50", load_resnet50,
                   "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")

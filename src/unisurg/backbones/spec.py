@@ -28,7 +28,7 @@ NAMED_NORMS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "endovit": ((0.3464, 0.2280, 0.2228), (0.2520, 0.2128, 0.2093)),
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
 }
-VIDEO_IMG_SIZE = 256  # V-JEPA-family crop of the benchmark protocol (SPEC Sec. 5)
+VIDEO_IMG_SIZE = 256  # V-JEPA-family crop of the benchmark protocol (docs/benchmark.md)
 VIDEO_NUM_FRAMES = 64  # clip length of the phase-recognition protocol
 COMMON_OPTIONS = ("name", "img_size", "num_frames", "mean", "std", "norm")
 # ViT width -> size letter for display names.

@@ -1,5 +1,5 @@
 """Balanced sampling from a cluster hierarchy (Vo et al. 2024, arXiv 2405.15613, Sec. 4
-"Hierarchical sampling"; SPEC section 1, "Balanced sampling (SurgRec)").
+"Hierarchical sampling"; docs/curation.md, "Balanced sampling (SurgRec)").
 
 Two ways to use a hierarchy whose top-level clusters stand for "concepts":
 
@@ -70,7 +70,7 @@ def water_fill_cap(sizes: np.ndarray, target: int) -> int:
 
 
 def water_fill(sizes: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
-    """How many items each cluster contributes to a sample of ``target`` items (SPEC water-filling).
+    """How many items each cluster contributes to a sample of ``target`` items (docs/curation.md).
 
     With c = :func:`water_fill_cap`, cluster k gets ``min(c, n_k)``; the remainder
     ``target - sum_k min(c, n_k)`` (smaller than the number of clusters with ``n_k > c``) goes

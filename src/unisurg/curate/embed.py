@@ -1,7 +1,7 @@
 """Embeddings of a frame store's clips (or frames) with any registered backbone, in resumable shards.
 
-This is the first step of SurgRec's "balanced sampling via hierarchical clustering" (SPEC
-section 1; Vo et al. 2024, Sec. 4: the clustering runs on self-supervised embeddings of the data).
+This is the first step of SurgRec's "balanced sampling via hierarchical clustering" (docs/curation.md;
+Vo et al. 2024, Sec. 4: the clustering runs on self-supervised embeddings of the data).
 One vector per sample: the backbone's output tokens averaged (the usual pooled feature of a
 frozen ViT).
 

@@ -1,5 +1,5 @@
 """A curated selection of training clips: hierarchical k-means on the clip embeddings, then
-balanced sampling from the hierarchy (SurgRec; Vo et al. 2024, Sec. 4; SPEC section 1).
+balanced sampling from the hierarchy (SurgRec; Vo et al. 2024, Sec. 4; docs/curation.md).
 
 Two kinds, chosen at ``unisurg curate cluster`` time:
 

@@ -1,4 +1,4 @@
-"""Training augmentation of the probing protocol (SPEC Sec. 5): RandAugment and random erasing for clips.
+"""Training augmentation of the probing protocol (docs/benchmark.md): RandAugment and random erasing for clips.
 
 The authors' release follows V-JEPA 2's frozen evaluation ("[14]" in the UniSurg paper); its
 ``VideoTransform`` with ``auto_augment=True``, ``reprob=0.25``, RRC scale 0.08-1 and no flip does, per

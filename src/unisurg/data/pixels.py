@@ -1,6 +1,6 @@
 """The clip protocol: which stored frames make a sample, and how they become the backbone's input.
 
-Per-second tasks (phase, multi-label; SPEC Sec. 5, the authors' release): one clip per labelled
+Per-second tasks (phase, multi-label; docs/benchmark.md, the authors' release): one clip per labelled
 second ``t``; frames at the store rate ``f`` (1 fps); stored frame ``k`` shows time ``k / f``.
 
 * ``online`` (default): the ``T`` frames ending at ``t``: ``k_end - T + 1 .. k_end`` with

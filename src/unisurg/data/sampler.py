@@ -15,7 +15,7 @@ from torch.utils.data import Sampler
 
 
 def balanced_weights(datasets: Sequence[str], specialties: Sequence[str]) -> np.ndarray:
-    """UniSurg balanced sampling (paper Sec. 3.1 / SPEC 1): w(x) ∝ 1 / (N_d · |D_s|).
+    """UniSurg balanced sampling (paper section 4.1, "Pretraining Details"; docs/data.md): w(x) ∝ 1 / (N_d · |D_s|).
 
     N_d = number of samples of x's dataset d, |D_s| = number of datasets in x's specialty s.
     Every specialty gets the same total mass, shared equally by its datasets. A dataset is

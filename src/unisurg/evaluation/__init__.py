@@ -1,4 +1,4 @@
-"""Benchmark of frozen backbones by attentive probing (SPEC Sec. 5).
+"""Benchmark of frozen backbones by attentive probing (docs/benchmark.md).
 
 Modules (imported on demand; ``import unisurg.evaluation`` itself loads nothing heavy):
 

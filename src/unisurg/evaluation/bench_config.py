@@ -1,6 +1,6 @@
 """``BenchConfig``: the benchmark's typed configuration (clip protocol, probe, training, features, report).
 
-Defaults are the phase-recognition protocol of the authors' release (SPEC Sec. 5): T = 64 frames
+Defaults are the phase-recognition protocol of the authors' release (docs/benchmark.md): T = 64 frames
 at 1 fps ending at the labelled second, short side 256 * res / 224 then a centre crop to res = 256,
 ImageNet mean/std (or the backbone's), all patch tokens to a 4-block, 16-head attentive probe,
 20 probes (lr x wd grid), AdamW, cosine to 0, batch 4, 1 epoch, class-balanced cross-entropy,

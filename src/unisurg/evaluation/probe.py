@@ -1,6 +1,6 @@
 """Attentive probes on frozen tokens (V-JEPA 2 style), ``P`` of them trained at once.
 
-Architecture of one probe (SPEC Sec. 5 "Probe"; V-JEPA 2's attentive classifier):
+Architecture of one probe (docs/benchmark.md; V-JEPA 2's attentive classifier):
 
 * optional input projection ``D -> width`` (only when ``width != D``);
 * ``depth - 1`` pre-norm self-attention blocks over all frozen tokens;

@@ -17,7 +17,7 @@ def _full(x: torch.Tensor) -> torch.Tensor:
 
 
 def class_balanced_weights(labels, n_classes: int) -> np.ndarray:
-    """Class weights ``w_c = N / (K * n_c)`` from the training labels (SPEC Sec. 5, the authors' release).
+    """Class weights ``w_c = N / (K * n_c)`` from the training labels (docs/benchmark.md, the authors' release).
 
     ``N`` = number of labelled training samples (labels ``< 0`` are ignored), ``K`` = ``n_classes``,
     ``n_c`` = samples of class ``c``. A class absent from training gets weight 0 (it can never be a

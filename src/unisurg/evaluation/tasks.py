@@ -1,6 +1,6 @@
 """Benchmark tasks: how records become samples and targets, the probe's loss, and the metrics.
 
-One class per task (SPEC Sec. 5 "Tasks and metrics"):
+One class per task (docs/benchmark.md):
 
 ==============  =====================  ============================  ===============================
 task            records                probe / loss                  metrics (units of the bootstrap)

@@ -5,24 +5,21 @@ single-equation functions below are public for ablations and tests.
 """
 
 from unisurg.objectives.affinity import (
-                                         affinity_distillation_loss,
-                                         gram_affinity_loss,
-                                         tube_latents,
-                                         unit_normalise,
+    affinity_distillation_loss,
+    gram_affinity_loss,
+    tube_latents,
+    unit_normalise,
 )
 from unisurg.objectives.mae import mae_loss, mae_targets, patchify, unpatchify
 from unisurg.objectives.motion import (
-                                         dense_motion_map,
-                                         motion_score,
-                                         topk_motion_tubes,
-                                         topk_motion_weights,
+    dense_motion_map,
+    dense_motion_prediction_loss,
+    motion_prediction_loss,
+    motion_score,
+    topk_motion_tubes,
+    topk_motion_weights,
 )
-from unisurg.objectives.prediction import (
-                                         dense_motion_prediction_loss,
-                                         l1_prediction_loss,
-                                         motion_prediction_loss,
-                                         token_l1_error,
-)
+from unisurg.objectives.prediction import l1_prediction_loss, token_l1_error
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig, unisurg_loss
 from unisurg.objectives.variance import channel_std, variance_loss
 

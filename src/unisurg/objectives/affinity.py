@@ -1,5 +1,5 @@
 """Spatiotemporal affinity self-distillation L_st (paper section 3.4.2), and the cosine-Gram
-smooth-L1 variant of the authors' code (SPEC section 3).
+smooth-L1 variant of the authors' code (docs/objectives.md).
 
 Both work on TUBE latents over the masked tubes J_m of each sample. A sample's J_m is the set
 of tubes with at least one valid target token (for tube masks: exactly its masked tubes).
@@ -18,7 +18,7 @@ from unisurg.objectives.tokens import check_token_batch, token_tubes
 
 def tube_latents(z: torch.Tensor, target_idx: torch.Tensor, target_valid: torch.Tensor,
                  num_tubes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A tube's latent = mean of its valid tokens' latents (SPEC 3, "Where a tube has several
+    """A tube's latent = mean of its valid tokens' latents (docs/objectives.md, "Where a tube has several
     tubelet tokens"). Returns ``(z_tube [B, S, D] fp32, present [B, S] bool)``; absent tubes are 0.
     """
     b, _, d = z.shape
@@ -80,7 +80,7 @@ def affinity_distillation_loss(pred: torch.Tensor, target: torch.Tensor, target_
 def gram_affinity_loss(pred: torch.Tensor, target: torch.Tensor, target_idx: torch.Tensor,
                        target_valid: torch.Tensor, num_tubes: int, beta: float = 1.0,
                        eps: float = 1e-6) -> torch.Tensor:
-    """Affinity distillation as in the authors' code (SPEC section 3): smooth-L1 between the
+    """Affinity distillation as in the authors' code (docs/objectives.md): smooth-L1 between the
     cosine Gram matrices U_hat U_hat^T and U^E U^E^T of the masked tube latents, mean over the
     |J_m|^2 pairs of each sample, then over samples. ``beta`` is smooth-L1's quadratic zone.
     """

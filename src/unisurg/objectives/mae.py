@@ -1,4 +1,4 @@
-"""SurgRec-MAE pixel objective (SPEC section 4): VideoMAE-style reconstruction of the masked
+"""SurgRec-MAE pixel objective (docs/pretraining.md): VideoMAE-style reconstruction of the masked
 tubelets with per-patch normalised pixel targets.
 
 Patch vectors are laid out (tt, ph, pw, C) (channel fastest), tokens in (t, h, w) order, the

@@ -1,5 +1,7 @@
-"""Motion saliency in pixel space (UniSurg paper section 3.4.1, "Motion gradient" and "Top-K
-emphasis among masked tubes"), and the dense motion map of the authors' code (SPEC section 3).
+"""Motion-guided latent prediction, UniSurg paper section 3.4.1, in one place: the motion score g_i
+("Motion gradient"), the top-K weights w_i ("Top-K emphasis among masked tubes"), L_motion
+("Motion-guide Prediction Loss"), and the dense motion map and loss of the authors' code.
+Our readings of the equations: docs/objectives.md.
 
 All of it is computed from the raw (normalised) clip, is never differentiated, and is done in
 fp32 whatever the clip's dtype.
@@ -7,10 +9,19 @@ fp32 whatever the clip's dtype.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-from unisurg.objectives.tokens import check_tubelet
+from unisurg.objectives.prediction import token_l1_error
+from unisurg.objectives.tokens import (
+    check_token_batch,
+    check_tubelet,
+    safe_index,
+    token_tubes,
+    weighted_token_mean,
+)
 
 
 def _patch_view(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
@@ -24,7 +35,7 @@ def motion_score(x: torch.Tensor, tubelet: tuple[int, int, int] = (2, 16, 16)) -
 
         g_i = 1/(T-1) sum_t ||x_{t+1,i} - x_{t,i}||_1 + 1/T sum_t 1/|N(i)| sum_{j in N(i)} ||x_{t,i} - x_{t,j}||_1
 
-    x_{t,i} is the (C*ph*pw)-vector of pixels of patch i in frame t. Interpretation (SPEC 3):
+    x_{t,i} is the (C*ph*pw)-vector of pixels of patch i in frame t. Interpretation (docs/objectives.md):
     each ||.||_1 is replaced by the per-pixel MEAN absolute difference (the sum divided by
     C*ph*pw), so g is O(1) on normalised pixels and gamma = 2 in the top-K softmax is
     scale-sensible. The temporal term runs over all T raw frames (not tubelets); the spatial term
@@ -98,7 +109,7 @@ def _check_tube_scores(g: torch.Tensor, masked_tubes: torch.Tensor) -> None:
 
 def dense_motion_map(x: torch.Tensor, tubelet: tuple[int, int, int] = (2, 16, 16),
                      eps: float = 1e-6) -> torch.Tensor:
-    """Dense per-token motion map m in [0, 1) (the authors' code, SPEC section 3; not in the paper).
+    """Dense per-token motion map m in [0, 1) (the authors' code, docs/objectives.md; not in the paper).
 
     Our reconstruction of "gradient-normalised frame differences pooled to the token grid and
     smoothed":
@@ -133,3 +144,58 @@ def dense_motion_map(x: torch.Tensor, tubelet: tuple[int, int, int] = (2, 16, 16
         smooth = total / count
         m = smooth / (1.0 + smooth)
         return m.flatten(1)
+
+
+def motion_prediction_loss(pred: torch.Tensor, target: torch.Tensor, target_idx: torch.Tensor,
+                           target_valid: torch.Tensor, tube_weights: torch.Tensor,
+                           scope: Literal["all", "topk"] = "all",
+                           selected_tubes: torch.Tensor | None = None) -> torch.Tensor:
+    """L_motion, the motion-guided L1 (paper section 3.4.1, "Motion-guide Prediction Loss").
+
+        paper:  L_motion = sum_{i in J_h} (1 + w_i) * ||z_hat_i - sg(z^E_i)||_1
+
+    A tube has T' tubelet tokens; each token is weighted by its tube's w (``tube_weights [B, S]``,
+    from :func:`topk_motion_weights`) and the L1 is a mean over channels.
+
+    ``scope="all"`` (default, docs/objectives.md): the sum runs over ALL masked tubes (the
+    paper's text says "upweight"; read literally only K = 3 of ~150 masked tubes would train):
+    mean over the batch's valid masked tokens of (1 + w) * L1. With w = 0 this is plain V-JEPA.
+
+    ``scope="topk"`` (literal reading): only tokens of J_h count, normalised by the number of
+    such tokens in the batch, i.e. (1/|J_h|) sum_{i in J_h} (1 + w_i) * (token-mean L1 of i)
+    pooled over samples (every tube of a tube mask has the same T' tokens). J_h is
+    ``selected_tubes`` (``[B, S]`` bool, from :func:`topk_motion_tubes`), by default
+    ``tube_weights > 0``.
+    """
+    check_token_batch(pred, target, target_idx, target_valid)
+    if tube_weights.dim() != 2 or tube_weights.shape[0] != pred.shape[0]:
+        raise ValueError(f"tube_weights must be [B, S] with B = {pred.shape[0]}, got {tuple(tube_weights.shape)}")
+    tubes = token_tubes(target_idx, target_valid, tube_weights.shape[1])
+    w_tok = tube_weights.detach().float().gather(1, tubes)
+    l1 = token_l1_error(pred, target)
+    if scope == "all":
+        return weighted_token_mean(l1, 1.0 + w_tok, target_valid)
+    if scope == "topk":
+        if selected_tubes is None:
+            selected_tubes = tube_weights > 0
+        if selected_tubes.shape != tube_weights.shape:
+            raise ValueError(f"selected_tubes shape {tuple(selected_tubes.shape)} must equal "
+                             f"tube_weights shape {tuple(tube_weights.shape)}")
+        in_top = selected_tubes.gather(1, tubes) & target_valid
+        return weighted_token_mean(l1, 1.0 + w_tok, in_top)
+    raise ValueError(f"scope must be 'all' or 'topk', got {scope!r}")
+
+
+def dense_motion_prediction_loss(pred: torch.Tensor, target: torch.Tensor, target_idx: torch.Tensor,
+                                 target_valid: torch.Tensor, motion_map: torch.Tensor,
+                                 strength: float = 2.0) -> torch.Tensor:
+    """L1 with a dense per-token weight 1 + strength * m_n (the authors' code, docs/objectives.md).
+
+    ``motion_map [B, N]`` in [0, 1] over all N clip tokens (:func:`dense_motion_map`), gathered
+    at ``target_idx``; mean over the batch's valid masked tokens of (1 + strength*m) * L1.
+    """
+    check_token_batch(pred, target, target_idx, target_valid)
+    if motion_map.dim() != 2 or motion_map.shape[0] != pred.shape[0]:
+        raise ValueError(f"motion_map must be [B, N] with B = {pred.shape[0]}, got {tuple(motion_map.shape)}")
+    m_tok = motion_map.detach().float().gather(1, safe_index(target_idx, target_valid))
+    return weighted_token_mean(token_l1_error(pred, target), 1.0 + strength * m_tok, target_valid)

@@ -1,6 +1,6 @@
 """Bookkeeping shared by the objectives: padded target tokens, their tubes, masked means.
 
-Conventions (see SPEC section 2/3): a clip ``[B, C, T, H, W]`` is cut into tubelets
+Conventions (see docs/objectives.md): a clip ``[B, C, T, H, W]`` is cut into tubelets
 ``(tt, ph, pw)``; the token grid is ``T' x Hp x Wp`` in (t, h, w) order, ``S = Hp * Wp``
 spatial locations (tubes), token ``n = t' * S + s`` belongs to tube ``n % S``.
 Per-sample token counts differ (mask ratio drawn per sample), so target tokens come padded:

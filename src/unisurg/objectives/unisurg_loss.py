@@ -17,15 +17,13 @@ import torch
 from unisurg.objectives.affinity import affinity_distillation_loss, gram_affinity_loss
 from unisurg.objectives.motion import (
     dense_motion_map,
+    dense_motion_prediction_loss,
+    motion_prediction_loss,
     motion_score,
     topk_motion_tubes,
     topk_motion_weights,
 )
-from unisurg.objectives.prediction import (
-    dense_motion_prediction_loss,
-    l1_prediction_loss,
-    motion_prediction_loss,
-)
+from unisurg.objectives.prediction import l1_prediction_loss
 from unisurg.objectives.tokens import check_token_batch, check_tubelet
 from unisurg.objectives.variance import channel_std, variance_loss
 
@@ -43,7 +41,7 @@ class UniSurgLossConfig:
     motion_weighting: weight the L1 by motion (off = plain L1 term).
     motion_mode: "topk" (paper: top-K masked tubes, softmax weights) or "dense" (authors' code:
         per-token weight 1 + dense_strength * m).
-    motion_scope: for "topk" mode, "all" masked tubes count (default, SPEC 3) or only J_h
+    motion_scope: for "topk" mode, "all" masked tubes count (default, docs/objectives.md) or only J_h
         ("topk", the literal formula). Must be "all" in dense mode.
     affinity / affinity_mode: L_st on, as KL of softmax affinities ("kl", paper) or smooth-L1
         between cosine Gram matrices ("gram_smoothl1", authors' code); gram_beta is its beta.

@@ -1,7 +1,7 @@
 """A synthetic surgical-video world with Cholec80-format labels (``unisurg synth``).
 
 No real surgical corpus can be downloaded on a fresh machine, so this generator is the default
-data of the demo and the fixtures of the tests (SPEC section 7). It writes real H.264 videos and
+data of the demo and the fixtures of the tests (docs/synthetic-world.md). It writes real H.264 videos and
 annotations byte-compatible with Cholec80::
 
     OUT/videos/videoNN.mp4                      libx264, yuv420p, ``fps`` (25), H x W (240 x 320)

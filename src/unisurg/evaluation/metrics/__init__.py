@@ -1,4 +1,4 @@
-"""Benchmark metrics (SPEC Sec. 5 "Tasks and metrics"), numpy float64, values as fractions in [0, 1].
+"""Benchmark metrics (docs/benchmark.md), numpy float64, values as fractions in [0, 1].
 
 * phase recognition: :func:`phase_metrics` (per video, GT-present phases, optional relaxed boundary),
   :func:`edit_score`, :func:`segmental_f1`;

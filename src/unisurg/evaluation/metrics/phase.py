@@ -1,6 +1,6 @@
 """Surgical phase (workflow) recognition metrics: per video, then over videos.
 
-Field convention (TeCNO, Trans-SVNet, the Cholec80/M2CAI MATLAB script; SPEC Sec. 5): every
+Field convention (TeCNO, Trans-SVNet, the Cholec80/M2CAI MATLAB script; docs/benchmark.md): every
 metric is computed **per video**, and a video's macro average runs **only over the phases present
 in that video's ground truth**. A phase that is predicted but absent from the ground truth is not
 a term of the macro average (its own precision is undefined there); its wrongly predicted frames
