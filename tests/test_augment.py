@@ -372,6 +372,7 @@ def synth(tmp_path_factory) -> Path:
 
 def test_bench_cli_with_paper_augmentation(synth, tmp_path, monkeypatch):
     import unisurg.backbones.registry as backbones
+    import unisurg.evaluation.runner as runner
     from unisurg.evaluation.command import add_parser
 
     calls = {"forward": 0, "augment": 0, "erased": 0, "float_batches": 0}
@@ -401,7 +402,7 @@ def test_bench_cli_with_paper_augmentation(synth, tmp_path, monkeypatch):
         calls["erased"] += int(out[..., 3].any())
         return out
 
-    monkeypatch.setattr(backbones, "load_backbone", counting_load)
+    monkeypatch.setattr(runner, "load_backbone", counting_load)  # where the runner looks it up
     monkeypatch.setattr(aug, "paper_augment", spy)
     p = argparse.ArgumentParser(prog="unisurg")
     add_parser(p.add_subparsers(dest="command", required=True))
