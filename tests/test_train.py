@@ -113,7 +113,7 @@ def test_no_weight_decay_on_biases_and_norms():
     """Behaviour, not bookkeeping: with zero gradients AdamW only applies decoupled decay (p *= 1 - lr wd)."""
     from unisurg.models import build_encoder, build_predictor
     from unisurg.train.pretrain_config import OptimConfig
-    from unisurg.train.optim import Hyper, build_optimizer, set_hyperparams
+    from unisurg.train.optim import StepHyperparams, build_optimizer, set_hyperparams
     from unisurg.train.steps import JepaStudent
 
     enc = build_encoder("tiny", embed_dim=32, depth=1, num_heads=2, patch_size=8)
@@ -123,7 +123,7 @@ def test_no_weight_decay_on_biases_and_norms():
             p.fill_(1.0)
     before = {n: p.detach().clone() for n, p in student.named_parameters()}
     opt = build_optimizer(student, OptimConfig(), torch.device("cpu"))
-    set_hyperparams(opt, Hyper(lr=0.1, weight_decay=0.5, momentum=0.99))
+    set_hyperparams(opt, StepHyperparams(lr=0.1, weight_decay=0.5, momentum=0.99))
     for p in student.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
@@ -176,7 +176,7 @@ def _small_task(objective="vjepa", pos="rope"):
     from unisurg.models import build_encoder, build_predictor, make_target
     from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
     from unisurg.objectives.unisurg_loss import UniSurgLossConfig
-    from unisurg.train.steps import JepaStudent, JepaTask, MaeStudent, MaeTask
+    from unisurg.train.steps import JepaStudent, JepaTask, MaeStudent, MaeTask, forward_losses
 
     torch.manual_seed(0)
     enc = build_encoder("tiny", embed_dim=32, depth=1, num_heads=2, patch_size=8, pos_embed=pos)
@@ -198,13 +198,14 @@ def _batch(seed=0, b=2):
 
 def test_jepa_loss_is_l1_to_layernormed_ema_target_naive():
     from unisurg.data.clips import normalize_batch
+    from unisurg.train.steps import forward_losses
 
     task = _small_task()
     x, masks = _batch()
     xn = normalize_batch(x)
     m = masks[0]
     with torch.no_grad():
-        metrics = task.losses(xn, masks)
+        metrics = forward_losses(task, xn, masks)
         pred = task.student(xn, masks)[0].double()
         h = task.target(xn).double()
     total, count = 0.0, 0
@@ -221,7 +222,7 @@ def test_jepa_loss_is_l1_to_layernormed_ema_target_naive():
 
 def test_train_step_updates_student_then_ema_target():
     from unisurg.train.pretrain_config import OptimConfig
-    from unisurg.train.optim import Hyper, build_optimizer
+    from unisurg.train.optim import StepHyperparams, build_optimizer
     from unisurg.train.steps import StepConfig, train_step
 
     task = _small_task()
@@ -229,7 +230,7 @@ def test_train_step_updates_student_then_ema_target():
     t0 = {n: p.detach().double().clone() for n, p in task.target.named_parameters()}
     s0 = {n: p.detach().clone() for n, p in task.online_encoder.named_parameters()}
     x, masks = _batch()
-    vec = train_step(task, opt, x, masks, Hyper(1e-3, 0.04, 0.9), StepConfig(torch.device("cpu"), None, 1.0),
+    vec = train_step(task, opt, x, masks, StepHyperparams(1e-3, 0.04, 0.9), StepConfig(torch.device("cpu"), None, 1.0),
                      want_norm=True)
     assert vec.shape == (len(task.metric_names) + 1,) and bool(torch.isfinite(vec).all())
     changed = False
@@ -267,13 +268,14 @@ def test_grad_clip_bounds_the_update_norm():
 
 def test_mae_loss_is_mse_on_patch_normalised_pixels_naive():
     from unisurg.data.clips import normalize_batch
+    from unisurg.train.steps import forward_losses
 
     task = _small_task("mae", pos="sincos")
     x, masks = _batch(1)
     xn = normalize_batch(x)
     m = masks[0]
     with torch.no_grad():
-        loss = float(task.losses(xn, masks)["loss"])
+        loss = float(forward_losses(task, xn, masks)["loss"])
         pred = task.student(xn, masks)[0].double()
     xd = xn.double()
     total, count = 0.0, 0

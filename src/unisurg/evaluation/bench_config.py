@@ -84,7 +84,9 @@ class ProbeConfig:
 
 
 @dataclass
-class TrainConfig:
+class ProbeTrainingConfig:
+    """How the probes train: epochs, batch, the (lr x wd) grid, schedule, loss options (the ``train.*`` keys)."""
+
     epochs: int = 1
     batch_size: int = 4
     lrs: list[float] = field(default_factory=lambda: [5e-3, 3e-3, 1e-3, 3e-4, 1e-4])
@@ -144,7 +146,7 @@ class ReportConfig:
 class BenchConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: ProbeTrainingConfig = field(default_factory=ProbeTrainingConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     cache_dir: str = "~/.cache/unisurg/bench"

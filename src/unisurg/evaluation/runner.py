@@ -69,7 +69,9 @@ class BenchError(RuntimeError):
 
 
 @dataclass
-class Fold:
+class EvalFold:
+    """One train/val/test partition of a dataset: the only one, or one LOSO/LOUO/cross-validation fold."""
+
     name: str
     records: dict[str, list]
     val_source: str
@@ -77,12 +79,14 @@ class Fold:
 
 
 @dataclass
-class Prepared:
+class PreparedDataset:
+    """A dataset read through its adapter, its task and folds built, its media in the frame store."""
+
     dataset: str
     split_scheme: str
     task: Task
     class_names: tuple[str, ...]
-    folds: list[Fold]
+    folds: list[EvalFold]
     store: object | None
     ids: dict[str, str]
 
@@ -141,7 +145,7 @@ def load_folds(dataset: str, root, split_scheme: str | None, strict: bool) -> tu
 
 def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, strict: bool = True,
             splits: dict[str, list] | None = None, class_names: tuple[str, ...] | None = None, task_name: str | None = None,
-            progress: bool = False, log: Callable[[str], None] = print) -> Prepared:
+            progress: bool = False, log: Callable[[str], None] = print) -> PreparedDataset:
     """Load the dataset, carve validation if needed, ingest its media, and build every fold's samples."""
     if splits is None:
         adapter, raw_folds = load_folds(dataset, root, split_scheme, strict)
@@ -166,7 +170,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
             raise BenchError(f"{dataset} (split scheme {name}): the test split is empty; pick a split scheme with a "
                              f"test split (e.g. the default)")
         recs, source = carve_validation(recs, cfg.train.val_fraction, task.name)
-        folds.append(Fold(name, recs, source))
+        folds.append(EvalFold(name, recs, source))
     if not folds:
         raise BenchError(f"{dataset}: no fold of split scheme {split_scheme} has a test item under {root}")
     store, ids = None, {}
@@ -184,7 +188,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
         past = sum(i.get("past_end", 0) for s in f.splits.values() for i in s.group_info)
         if past:
             log(f"note: {past} labelled seconds lie past the end of their decoded video; they use the last frame")
-    return Prepared(dataset, scheme, task, class_names, folds, store, ids)
+    return PreparedDataset(dataset, scheme, task, class_names, folds, store, ids)
 
 
 # -- features ---------------------------------------------------------------------------------
@@ -206,7 +210,7 @@ def check_protocol(task: Task, backbone, cfg: BenchConfig) -> tuple[int, int, in
                          f"multiple of the tubelet size and clip.res to a multiple of the patch size") from None
 
 
-def split_features(prep: Prepared, fold: Fold, backbone, encoder: Encoder, cfg: BenchConfig, *, progress: bool,
+def split_features(prep: PreparedDataset, fold: EvalFold, backbone, encoder: Encoder, cfg: BenchConfig, *, progress: bool,
                    log: Callable[[str], None]) -> dict[str, object]:
     """Per split, a dataset of frozen features (cached on disk unless ``features.cache=false``)."""
     grid = check_protocol(prep.task, backbone, cfg)
@@ -272,7 +276,7 @@ def concat_splits(parts: list[SplitData], name: str) -> SplitData:
 
 @dataclass
 class FoldResult:
-    fold: Fold
+    fold: EvalFold
     probe: torch.nn.Module
     spec: ProbeSpec
     val_metrics: list[dict[str, float]]
@@ -283,7 +287,7 @@ class FoldResult:
     test_feats: object
 
 
-def run_fold(prep: Prepared, fold: Fold, backbone, cfg: BenchConfig, device: torch.device, *, progress: bool,
+def run_fold(prep: PreparedDataset, fold: EvalFold, backbone, cfg: BenchConfig, device: torch.device, *, progress: bool,
              log: Callable[[str], None], timings: dict) -> FoldResult:
     task = prep.task
     encoder = Encoder(backbone, cfg, device)
@@ -321,7 +325,7 @@ def _rows(blocks) -> list[dict]:
     return [r for b in blocks for r in b.rows]
 
 
-def probe_json(prep: Prepared, fr: FoldResult, backbone, cfg: BenchConfig, lr: float, wd: float) -> dict:
+def probe_json(prep: PreparedDataset, fr: FoldResult, backbone, cfg: BenchConfig, lr: float, wd: float) -> dict:
     return {
         "format": "unisurg-probe", "version": 1, "task": prep.task.name, "dataset": prep.dataset,
         "split_scheme": fr.fold.name, "class_names": list(prep.class_names), "probe": fr.spec.to_json(),
@@ -358,7 +362,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _figure_payload(prep: Prepared, task: Task, test: SplitData, out_sel: np.ndarray, fr_list: list[FoldResult],
+def _figure_payload(prep: PreparedDataset, task: Task, test: SplitData, out_sel: np.ndarray, fr_list: list[FoldResult],
                     sel_per_fold: list[int], cfg: BenchConfig, device) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Arrays the figures need: per test video ground truth and prediction (phase), or a few maps (dense),
     and the items they show (``{"id", "image", "target"}`` for dense tasks)."""
@@ -390,7 +394,7 @@ def _figure_payload(prep: Prepared, task: Task, test: SplitData, out_sel: np.nda
     return arrays, items
 
 
-def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.device, out: Path | None, *,
+def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torch.device, out: Path | None, *,
                  label: str | None = None, progress: bool = False, log: Callable[[str], None] = print) -> dict:
     task = prep.task
     grid = cfg.train.grid()

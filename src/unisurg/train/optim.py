@@ -91,7 +91,9 @@ def wd_at(step: int, total: int, wd: float, final_wd: float | None) -> float:
 
 
 @dataclass(frozen=True)
-class Hyper:
+class StepHyperparams:
+    """The scheduled values of one step: learning rate, weight decay, EMA momentum."""
+
     lr: float
     weight_decay: float
     momentum: float
@@ -108,15 +110,15 @@ class Schedules:
             raise ConfigError(f"optim.warmup_steps/warmup_epochs: a warmup of {self.warmup} steps exceeds the "
                               f"{self.total} training steps (schedule.epochs x iterations_per_epoch); shorten it")
 
-    def __call__(self, step: int) -> Hyper:
+    def __call__(self, step: int) -> StepHyperparams:
         o = self.optim
         lr = lr_at(step, self.total, self.warmup, o.start_lr, o.lr, o.final_lr, o.lr_schedule)
         wd = wd_at(step, self.total, o.weight_decay, o.final_weight_decay)
         m = momentum_at(step, self.total, self.ema.schedule, self.ema.momentum, self.ema.final_momentum)
-        return Hyper(lr, wd, m)
+        return StepHyperparams(lr, wd, m)
 
 
-def set_hyperparams(optimizer: torch.optim.Optimizer, hyper: Hyper) -> None:
+def set_hyperparams(optimizer: torch.optim.Optimizer, hyper: StepHyperparams) -> None:
     """Write this step's LR into every group and its weight decay into the decayed groups (Python floats: no sync)."""
     for group in optimizer.param_groups:
         group["lr"] = hyper.lr

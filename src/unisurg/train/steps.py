@@ -1,12 +1,12 @@
-"""The per-variant pieces of a training step: UniSurg / V-JEPA latent prediction and SurgRec-MAE.
+"""One training step, phase by phase (:func:`train_step`), and the two kinds of pretraining task.
 
 A *student* is the module that gets gradients (wrapped whole by DDP or FSDP2, so it has a
-``forward``); a *task* owns the student, the optional EMA target and the loss, and exposes
+``forward``); a *task* owns the student, the optional EMA target and the loss:
 
-    metrics = task.losses(x, masks)   # dict of 0-dim tensors, "loss" differentiable
-    task.after_optimizer_step(m)      # EMA update (JEPA) / nothing (MAE)
-
-The generic step (autocast, backward, clipping, AdamW, EMA) is :func:`train_step`.
+    targets = task.targets(x, masks)                 # EMA encoder on the full clip / pixel targets
+    preds = task.student(x, masks)                   # context encoder + predictor (or MAE decoder)
+    metrics = task.losses(x, preds, targets, masks)  # dict of 0-dim tensors, "loss" differentiable
+    task.after_optimizer_step(momentum)              # EMA update (JEPA) / nothing (MAE)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from unisurg.models.vit import VideoViT, gather_tokens
 from unisurg.objectives.mae import mae_loss, mae_targets
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig, unisurg_loss
 from unisurg.train.masks import MaskBatch
-from unisurg.train.optim import Hyper, grad_norm, set_hyperparams
+from unisurg.train.optim import StepHyperparams, grad_norm, set_hyperparams
 
 JEPA_METRICS = ("loss", "l_pred", "l_st", "l_var", "l1", "pred_std", "target_std")
 MAE_METRICS = ("loss", "l_rec")
@@ -91,11 +91,14 @@ class JepaTask:
         self.tubelet = tubelet
         self.online_encoder = online_encoder  # the student's encoder (unwrapped), source of the EMA
 
-    def losses(self, x: torch.Tensor, masks: list[MaskBatch]) -> dict[str, torch.Tensor]:
-        h = target_latents(self.target, x)
-        preds = self.student(x, masks)
+    def targets(self, x: torch.Tensor, masks: list[MaskBatch]) -> torch.Tensor:
+        """Layer-normed EMA latents of every token of the full clip ``[B, N, D]`` (no gradient)."""
+        return target_latents(self.target, x)
+
+    def losses(self, x: torch.Tensor, preds: list[torch.Tensor], targets: torch.Tensor,
+               masks: list[MaskBatch]) -> dict[str, torch.Tensor]:
         # one loss per mask family on the same target, averaged (V-JEPA 2)
-        return _mean_dicts([unisurg_loss(x, p, gather_tokens(h, m.target_idx), m, self.loss_cfg, self.tubelet)
+        return _mean_dicts([unisurg_loss(x, p, gather_tokens(targets, m.target_idx), m, self.loss_cfg, self.tubelet)
                             for p, m in zip(preds, masks)])
 
     def after_optimizer_step(self, momentum: float) -> None:
@@ -113,9 +116,12 @@ class MaeTask:
         self.tubelet = tubelet
         self.norm_pix = norm_pix
 
-    def losses(self, x: torch.Tensor, masks: list[MaskBatch]) -> dict[str, torch.Tensor]:
-        targets = mae_targets(x, self.tubelet, norm_pix=self.norm_pix)
-        preds = self.student(x, masks)
+    def targets(self, x: torch.Tensor, masks: list[MaskBatch]) -> torch.Tensor:
+        """Every tubelet's pixels ``[B, N, t*p*p*C]``, each patch normalised by its own mean and std."""
+        return mae_targets(x, self.tubelet, norm_pix=self.norm_pix)
+
+    def losses(self, x: torch.Tensor, preds: list[torch.Tensor], targets: torch.Tensor,
+               masks: list[MaskBatch]) -> dict[str, torch.Tensor]:
         outs = []
         for p, m in zip(preds, masks):
             l_rec = mae_loss(p, targets, m.target_idx, m.target_valid)
@@ -124,6 +130,12 @@ class MaeTask:
 
     def after_optimizer_step(self, momentum: float) -> None:
         pass
+
+
+def forward_losses(task, x: torch.Tensor, masks: list[MaskBatch]) -> dict[str, torch.Tensor]:
+    """Phases 2-4 of :func:`train_step` (targets, prediction, losses) without an update: tests, benchmarks."""
+    targets = task.targets(x, masks)
+    return task.losses(x, task.student(x, masks), targets, masks)
 
 
 @dataclass
@@ -163,23 +175,26 @@ def normalize_on_device(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(task, optimizer: torch.optim.Optimizer, clips_uint8: torch.Tensor, masks: list[MaskBatch],
-               hyper: Hyper, cfg: StepConfig, *, want_norm: bool = False) -> torch.Tensor:
-    """One optimisation step; returns the metric vector (device tensor: no host sync here).
-
-    Normalise the uint8 clips on the device -> target forward (no grad) -> context encoder ->
-    predictor -> losses, under bf16 autocast on CUDA -> backward -> (clip) -> AdamW with this
-    step's LR / weight decay -> EMA update with this step's momentum.
-    """
+               hyper: StepHyperparams, cfg: StepConfig, *, want_norm: bool = False) -> torch.Tensor:
+    """One optimisation step; returns the metric vector (a device tensor: no host sync here)."""
+    # 1. inputs: uint8 clips normalised on the device, masks moved along
     x = normalize_on_device(clips_uint8.to(cfg.device, non_blocking=True))
     masks = [m.to(cfg.device, non_blocking=True) for m in masks]
     with torch.autocast(cfg.device.type, dtype=cfg.autocast_dtype or torch.float32,
                         enabled=cfg.autocast_dtype is not None):
-        metrics = task.losses(x, masks)
+        # 2. target forward: the EMA encoder on the full clip, no gradient (MAE: the clip's pixels)
+        targets = task.targets(x, masks)
+        # 3. context encoder on the visible tokens, predictor at the masked positions
+        preds = task.student(x, masks)
+        # 4. losses: L_motion + lambda_st L_st + lambda_var L_var (or the plain L1, or the MAE loss)
+        metrics = task.losses(x, preds, targets, masks)
+    # 5. backward, gradient clipping, AdamW with this step's learning rate and weight decay
     metrics["loss"].backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = grad_norm(params, cfg.grad_clip) if (cfg.grad_clip > 0 or want_norm) else None
     set_hyperparams(optimizer, hyper)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    # 6. EMA: the target encoder moves towards the context encoder with this step's momentum
     task.after_optimizer_step(hyper.momentum)
     return metric_vector(metrics, task.metric_names, norm)
