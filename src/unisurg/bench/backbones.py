@@ -19,6 +19,9 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``hf-image:FOLDER``       any HF image backbone with patch tokens or a feature map, frame by frame
 ``timm-vit:PATH``         timm-format ViT state dict (EndoViT, SurgeNet-ViT, MAE, ...), frame by frame
 ``resnet50:PATH``         torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), last-stage feature map
+``endofm:FILE``           Endo-FM's released ``.pth`` (TimeSformer, divided space-time), 8 frames of 224 px
+``videomaev2:PATH``       VideoMAE V2 .pth or HF folder, native layout (q_bias/v_bias); 64 frames as 4 x 16
+``surgrec-mae:FILE``      the released ``surgrec_mae.pth`` (VideoMAE pretraining layout, key ``model``)
 ========================  =====================================================================================
 
 A bare path (no prefix) is recognised by its content. Options every kind accepts: ``name`` (display
@@ -616,3 +619,9 @@ register_backbone("timm-vit", _lazy("unisurg.bench.backbones_image", "load_timm_
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
 register_backbone("resnet50", _lazy("unisurg.bench.backbones_image", "load_resnet50"),
                   "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
+register_backbone("endofm", _lazy("unisurg.backbones.video_baselines", "load_endofm"),
+                  "Endo-FM .pth (TimeSformer ViT-B/16, divided space-time), 8 frames of 224 px")
+register_backbone("videomaev2", _lazy("unisurg.backbones.video_baselines", "load_videomaev2"),
+                  "VideoMAE V2 .pth or HF folder in OpenGVLab's layout; 64 frames as 4 x 16 (?segment_frames=)")
+register_backbone("surgrec-mae", _lazy("unisurg.backbones.video_baselines", "load_surgrec_mae"),
+                  "SurgRec-MAE surgrec_mae.pth (VideoMAE pretraining layout, key 'model'), 16 frames of 224 px")

@@ -1,0 +1,208 @@
+"""Video baselines in their official checkpoint layouts, against the official model code's outputs.
+
+The fixtures under ``tests/fixtures/baselines/<family>/`` hold tiny random weights saved in each release's
+layout and the output of the official model code for a fixed input (``source.json`` names repository,
+commit, configuration). The backbones are loaded through the registry (``load_backbone(spec)``, the path
+``unisurg bench --backbone SPEC`` takes) and must reproduce those outputs to 1e-4.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from unisurg.bench.backbones import BackboneSpecError, backbone_kinds, load_backbone
+from unisurg.models.strict_load import CheckpointError
+from unisurg.models.videomae_native import SegmentedVideoEncoder, sinusoid_table
+
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "baselines"
+TOL = 1e-4
+
+
+def fixed_clip(shape) -> torch.Tensor:
+    """The fixtures' input: x[i] = sin(0.37 i) + 0.5 cos(0.11 i) over the flat index (float64, then float32)."""
+    i = torch.arange(math.prod(shape), dtype=torch.float64)
+    return (torch.sin(0.37 * i) + 0.5 * torch.cos(0.11 * i)).reshape(shape).float()
+
+
+def expected(family: str) -> dict:
+    return torch.load(FIXTURES / family / "expected.pt", weights_only=True)
+
+
+def weights(family: str) -> Path:
+    return FIXTURES / family / "weights.pth"
+
+
+def run(spec: str, x: torch.Tensor) -> torch.Tensor:
+    bb = load_backbone(spec)
+    with torch.no_grad():
+        return bb.model(x)
+
+
+def hwt_to_thw(tokens: torch.Tensor, t: int, hp: int, wp: int) -> torch.Tensor:
+    """Official TimeSformer order (h, w, t) -> ours (t, h, w)."""
+    b, _, d = tokens.shape
+    return tokens.reshape(b, hp, wp, t, d).permute(0, 3, 1, 2, 4).reshape(b, t * hp * wp, d)
+
+
+def test_fixtures_name_their_source():
+    for family in ("endofm", "videomaev2", "videomaev2_layerscale", "surgrec_mae"):
+        meta = json.loads((FIXTURES / family / "source.json").read_text())
+        assert meta["repository"] and meta["commit"] and meta["configuration"]
+        assert (FIXTURES / family / "weights.pth").stat().st_size < 1 << 20
+
+
+def test_kinds_are_registered():
+    assert {"endofm", "videomaev2", "surgrec-mae"} <= set(backbone_kinds())
+
+
+# ---------------------------------------------------------------- Endo-FM
+
+
+@pytest.mark.parametrize("tag", ["native", "resized"])
+def test_endofm_matches_official_timesformer(tag):
+    e = expected("endofm")
+    shape = tuple(e[f"{tag}_input_shape"].tolist())
+    b, _, t, h, w = shape
+    ref = hwt_to_thw(e[f"{tag}_tokens_hwt"], t, h // 8, w // 8)
+    out = run(f"endofm:{weights('endofm')}?num_heads=4", fixed_clip(shape))
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_endofm_backbone_record():
+    bb = load_backbone(f"endofm:{weights('endofm')}?num_heads=4")
+    assert (bb.num_frames, bb.img_size, bb.patch_size, bb.tubelet_size) == (8, 224, 8, 1)
+    assert bb.mean == (0.45, 0.45, 0.45) and bb.std == (0.225, 0.225, 0.225)
+    assert bb.grid(8, 32, 32) == (8, 4, 4) and bb.kind == "video"
+
+
+def test_endofm_takes_the_teacher(tmp_path):
+    obj = torch.load(weights("endofm"), weights_only=True)
+    obj["student"] = {k: v + 1.0 for k, v in obj["student"].items()}  # a different student must not be used
+    p = tmp_path / "endo_fm.pth"
+    torch.save(obj, p)
+    e = expected("endofm")
+    shape = tuple(e["native_input_shape"].tolist())
+    ref = hwt_to_thw(e["native_tokens_hwt"], shape[2], 4, 4)
+    assert (run(f"endofm:{p}?num_heads=4", fixed_clip(shape)) - ref).abs().max().item() <= TOL
+
+
+def test_endofm_partial_file_names_the_key(tmp_path):
+    obj = torch.load(weights("endofm"), weights_only=True)
+    del obj["teacher"]["backbone.blocks.1.temporal_fc.weight"]
+    p = tmp_path / "partial.pth"
+    torch.save(obj, p)
+    with pytest.raises(CheckpointError, match=r"blocks\.1\.temporal_fc\.weight"):
+        load_backbone(f"endofm:{p}?num_heads=4")
+
+
+def test_endofm_unexpected_key_is_named(tmp_path):
+    obj = torch.load(weights("endofm"), weights_only=True)
+    obj["teacher"]["backbone.blocks.0.attn.extra"] = torch.zeros(3)
+    p = tmp_path / "extra.pth"
+    torch.save(obj, p)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.extra"):
+        load_backbone(f"endofm:{p}?num_heads=4")
+
+
+# ---------------------------------------------------------------- VideoMAE V2 / SurgRec-MAE
+
+
+@pytest.mark.parametrize("family", ["videomaev2", "videomaev2_layerscale"])
+def test_videomaev2_matches_official_with_surgmotion_segments(family):
+    e = expected(family)
+    x = fixed_clip(tuple(e["input_shape"].tolist()))
+    out = run(f"videomaev2:{weights(family)}?num_heads=4&segment_frames=4", x)
+    assert out.shape == e["tokens"].shape
+    assert (out - e["tokens"]).abs().max().item() <= TOL
+
+
+def test_videomaev2_hf_folder_layout(tmp_path):
+    """OpenGVLab/VideoMAEv2-* on the Hub: config.json with model_config, weights under 'model.'."""
+    sd = torch.load(weights("videomaev2"), weights_only=True)["model"]
+    save_file({f"model.{k}": v.contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_config": {"embed_dim": 32, "depth": 2, "num_heads": 4}}))
+    e = expected("videomaev2")
+    out = run(f"videomaev2:{tmp_path}?segment_frames=4", fixed_clip(tuple(e["input_shape"].tolist())))
+    assert (out - e["tokens"]).abs().max().item() <= TOL
+
+
+def test_videomaev2_backbone_record_is_surgmotion_protocol():
+    bb = load_backbone(f"videomaev2:{weights('videomaev2')}?num_heads=4")
+    assert (bb.num_frames, bb.img_size, bb.tubelet_size) == (64, 224, 2)
+    assert bb.model.segment_frames == 16
+    assert bb.grid(64, 224, 224) == (32, 28, 28)
+
+
+def test_surgrec_mae_matches_official_pretraining_encoder():
+    e = expected("surgrec_mae")
+    x = fixed_clip(tuple(e["input_shape"].tolist()))
+    bb = load_backbone(f"surgrec-mae:{weights('surgrec_mae')}?num_heads=4")
+    assert (bb.num_frames, bb.img_size) == (16, 224)
+    with torch.no_grad():
+        out = bb.model(x)
+    assert (out - e["tokens"]).abs().max().item() <= TOL
+
+
+def test_surgrec_mae_partial_file_names_the_key(tmp_path):
+    obj = torch.load(weights("surgrec_mae"), weights_only=True)
+    del obj["model"]["encoder.blocks.1.attn.v_bias"]
+    p = tmp_path / "partial.pth"
+    torch.save(obj, p)
+    with pytest.raises(CheckpointError, match=r"blocks\.1\.attn\.v_bias"):
+        load_backbone(f"surgrec-mae:{p}?num_heads=4")
+
+
+def test_videomaev2_shape_mismatch_is_named(tmp_path):
+    obj = torch.load(weights("videomaev2"), weights_only=True)
+    obj["model"]["blocks.0.attn.q_bias"] = torch.zeros(31)
+    p = tmp_path / "bad.pth"
+    torch.save(obj, p)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.q_bias"):
+        load_backbone(f"videomaev2:{p}?num_heads=4")
+
+
+def test_wrong_family_is_refused():
+    with pytest.raises(CheckpointError, match="3D tubelet"):
+        load_backbone(f"videomaev2:{weights('endofm')}?num_heads=4")
+    with pytest.raises(CheckpointError, match="2D patch"):
+        load_backbone(f"endofm:{weights('surgrec_mae')}?num_heads=4")
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    p = tmp_path / "evil.pth"
+    torch.save({"model": Evil()}, p)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_backbone(f"surgrec-mae:{p}")
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(BackboneSpecError, match="segment_frame"):
+        load_backbone(f"videomaev2:{weights('videomaev2')}?num_heads=4&segment_frame=4")
+
+
+def test_segments_must_divide_the_clip():
+    enc = SegmentedVideoEncoder(torch.nn.Identity(), 4)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        enc(torch.zeros(1, 3, 6, 8, 8))
+
+
+def test_sinusoid_table_matches_the_formula():
+    """Independent float64 loop over VideoMAE's get_sinusoid_encoding_table formula."""
+    n, d = 5, 6
+    ref = torch.empty(n, d, dtype=torch.float64)
+    for p in range(n):
+        for j in range(d):
+            angle = p / 10000 ** (2 * (j // 2) / d)
+            ref[p, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    assert torch.allclose(sinusoid_table(n, d).double(), ref, atol=1e-7)
