@@ -51,14 +51,14 @@ def hwt_to_thw(tokens: torch.Tensor, t: int, hp: int, wp: int) -> torch.Tensor:
 
 
 def test_fixtures_name_their_source():
-    for family in ("endofm", "videomaev2", "videomaev2_layerscale", "surgrec_mae"):
+    for family in ("endofm", "videomaev2", "videomaev2_layerscale", "surgrec_mae", "internvideo2"):
         meta = json.loads((FIXTURES / family / "source.json").read_text())
         assert meta["repository"] and meta["commit"] and meta["configuration"]
         assert (FIXTURES / family / "weights.pth").stat().st_size < 1 << 20
 
 
 def test_kinds_are_registered():
-    assert {"endofm", "videomaev2", "surgrec-mae"} <= set(backbone_kinds())
+    assert {"endofm", "videomaev2", "surgrec-mae", "internvideo2"} <= set(backbone_kinds())
 
 
 # ---------------------------------------------------------------- Endo-FM
@@ -195,6 +195,54 @@ def test_segments_must_divide_the_clip():
     enc = SegmentedVideoEncoder(torch.nn.Identity(), 4)
     with pytest.raises(ValueError, match="multiple of 4"):
         enc(torch.zeros(1, 3, 6, 8, 8))
+
+
+# ---------------------------------------------------------------- InternVideo2
+
+IV2 = f"internvideo2:{weights('internvideo2')}?num_heads=4&pos_frames=4"
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_internvideo2_matches_official(gelu):
+    """exact: the official pure-PyTorch path; tanh: the same with flash-attn FusedMLP's GELU approximation."""
+    e = expected("internvideo2")
+    x = fixed_clip(tuple(e["input_shape"].tolist()))
+    out = run(f"{IV2}&gelu={gelu}", x)
+    assert out.shape == e[f"tokens_{gelu}_gelu"].shape
+    assert (out - e[f"tokens_{gelu}_gelu"]).abs().max().item() <= TOL
+    other = "tanh" if gelu == "exact" else "exact"
+    assert (out - e[f"tokens_{other}_gelu"]).abs().max().item() > 10 * TOL  # the fixture tells the two apart
+
+
+def test_internvideo2_backbone_record_and_segments():
+    bb = load_backbone(IV2)
+    assert (bb.num_frames, bb.img_size, bb.patch_size, bb.tubelet_size) == (4, 28, 14, 1)
+    e = expected("internvideo2")
+    x = fixed_clip(tuple(e["input_shape"].tolist()))
+    with torch.no_grad():
+        two = bb.model(torch.cat((x, x.flip(2)), dim=2))  # 8 frames -> 2 forwards of 4
+        one = bb.model(x.flip(2))
+    assert two.shape == (2, 32, 32) and bb.grid(8, 28, 28) == (8, 2, 2)
+    assert torch.allclose(two[:, :16], e["tokens_tanh_gelu"], atol=TOL)
+    assert torch.allclose(two[:, 16:], one, atol=TOL)
+    with pytest.raises(ValueError, match="pos_embed"):
+        bb.model(torch.zeros(1, 3, 4, 42, 42))
+
+
+def test_internvideo2_partial_file_names_the_key(tmp_path):
+    obj = torch.load(weights("internvideo2"), weights_only=True)
+    del obj["module"]["vision_encoder.blocks.0.attn.k_norm.weight"]
+    p = tmp_path / "partial.pt"
+    torch.save(obj, p)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.k_norm\.weight"):
+        load_backbone(f"internvideo2:{p}?num_heads=4&pos_frames=4")
+
+
+def test_internvideo2_pos_frames_must_fit():
+    with pytest.raises(CheckpointError, match="pos_frames"):
+        load_backbone(f"internvideo2:{weights('internvideo2')}?num_heads=4")  # 16 entries: not a 224 px grid
+    with pytest.raises(CheckpointError, match="square grid"):
+        load_backbone(f"internvideo2:{weights('internvideo2')}?num_heads=4&pos_frames=3")
 
 
 def test_sinusoid_table_matches_the_formula():

@@ -12,6 +12,12 @@
                                 (``OpenGVLab/VideoMAEv2-*``: ``config.json`` + ``model.safetensors`` /
                                 ``pytorch_model.bin``, prefix ``model.``). Input: SurgMotion's protocol, a 64-frame
                                 clip of 224 px split into 4 x 16-frame forwards, ImageNet mean/std.
+``internvideo2:FILE``           InternVideo2 vision encoder (OpenGVLab/InternVideo ``PretrainInternVideo2``; SurgMotion
+                                uses ``InternVideo2-stage2_1b-224p-f4.pt``): weights under ``module`` / ``model`` /
+                                ``state_dict`` / the top level, encoder under ``vision_encoder.`` (text tower and
+                                projections left out; CLIP-distillation heads ``clip_*`` dropped). Input: SurgMotion's,
+                                4 frames of 224 px per forward (longer clips in 4-frame segments), ImageNet mean/std;
+                                ``?gelu=tanh`` (default, the fused training path) or ``exact``.
 ``surgrec-mae:FILE``            SurgRec-MAE ``surgrec_mae.pth`` (Siiichenggg/SurgRec-open-source): VideoMAE
                                 pretraining file, weights under ``model``, encoder under ``encoder.``, decoder left
                                 out. Same architecture; input: 16 frames of 224 px (the SurgRec fine-tuning clip),
@@ -26,7 +32,8 @@ or the standard ViT sizes (width 384 -> 6, 768 -> 12, 1024/1280/1408 -> 16).
 
 Token layouts (all ``[B, N, D]``, (t, h, w) order, final norm applied, no class token):
 Endo-FM ``N = T * (H/16) * (W/16)`` (the official model's (h, w, t) order is permuted to (t, h, w));
-VideoMAE V2 / SurgRec-MAE ``N = T/2 * (H/16) * (W/16)``, segments concatenated in time order.
+VideoMAE V2 / SurgRec-MAE ``N = T/2 * (H/16) * (W/16)``, segments concatenated in time order;
+InternVideo2 ``N = T * (H/14) * (W/14)`` (residual stream after the last block, no final norm in the model).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import torch
 from unisurg.bench.backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneSpecError, SpecOptions,
                                      fingerprint_path, vit_size_name)
 from unisurg.bench.backbones_image import HEADS_BY_VIT_WIDTH, read_weights, select_state_dict
+from unisurg.models.internvideo2 import GELU_KINDS, InternVideo2Config, InternVideo2Encoder
 from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.timesformer import TimeSformerConfig, TimeSformerEncoder
 from unisurg.models.videomae_native import SegmentedVideoEncoder, VideoMAEConfig, VideoMAEEncoder
@@ -58,6 +66,9 @@ VIDEOMAE_SEGMENT_FRAMES = 16  # VideoMAE's native clip; SurgMotion splits 64 fra
 SURGMOTION_NUM_FRAMES = 64
 SURGREC_NUM_FRAMES = 16  # SurgRec fine-tuning: 16 frames (sampling rate 4) at 224 px
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INTERNVIDEO2_IMG_SIZE = 224  # SurgMotion's InternVideo2-Stage2_1B-224p-f4: 4 frames of 224 px
+# InternVideo2 entries off the x_vis path: CLIP-distillation heads and their position tables, the image table
+INTERNVIDEO2_UNUSED = re.compile(r"^(clip_|final_clip_decoder\.|img_pos_embed$)")
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -251,3 +262,90 @@ def load_surgrec_mae(arg: str, opts: SpecOptions, *, spec: str, device=None, dty
     """``surgrec-mae:FILE[?num_heads=&segment_frames=16&key=&prefix=]``: the released ``surgrec_mae.pth``."""
     return _videomae_backbone(arg, opts, spec=spec, label="SurgRec-MAE", num_frames=SURGREC_NUM_FRAMES,
                               allow_dir=False)
+
+
+# ---------------------------------------------------------------- InternVideo2
+
+
+def _internvideo2_prefix(obj, source: str, key: str | None, prefix: str | None) -> tuple[str | None, str | None]:
+    """Container key and prefix of the vision encoder: stage-2 files hold several towers; prefer ``vision_encoder.``."""
+    if prefix is not None or not isinstance(obj, dict):
+        return key, prefix
+    container = obj.get(key) if key is not None else None
+    if container is None:
+        for name in ("module", "model", "state_dict"):
+            if isinstance(obj.get(name), dict):
+                key, container = name, obj[name]
+                break
+        else:
+            container = obj
+    found = sorted({k[: -len(PATCH_ANCHOR)] for k in container if isinstance(k, str) and k.endswith(PATCH_ANCHOR)})
+    vision = [p for p in found if p.endswith("vision_encoder.")]
+    return key, (vision[0] if len(vision) == 1 else None)
+
+
+def internvideo2_config(sd: dict[str, torch.Tensor], *, source: str, num_heads: int | None = None,
+                        pos_frames: int | None = None, gelu: str = "tanh") -> InternVideo2Config:
+    """Architecture of an InternVideo2 vision-encoder state dict (prefix removed), read off the tensor shapes.
+
+    ``pos_embed`` holds ``1 + T * L`` entries; ``T`` (``pos_frames``) defaults to what a 224 px grid implies."""
+    w = _need(sd, PATCH_ANCHOR, source)
+    if w.dim() != 5:
+        raise CheckpointError(f"{source}: {PATCH_ANCHOR} has shape {tuple(w.shape)}; InternVideo2 has a 3D patch "
+                              "embedding [D, C, tubelet, p, p]")
+    n = _need(sd, "pos_embed", source).shape[1] - 1
+    patch, tubelet = w.shape[-1], w.shape[2]
+    if pos_frames is None:
+        per_frame = (INTERNVIDEO2_IMG_SIZE // patch) ** 2
+        if n % per_frame:
+            raise CheckpointError(f"{source}: pos_embed has {n} patch entries, not a multiple of the {per_frame} of a "
+                                  f"{INTERNVIDEO2_IMG_SIZE} px frame; give the frames it was made for with ?pos_frames=")
+        pos_frames = n // per_frame * tubelet
+    slots = pos_frames // tubelet
+    side = round((n / max(slots, 1)) ** 0.5)
+    if slots < 1 or side * side * slots != n:
+        raise CheckpointError(f"{source}: pos_embed has {n} patch entries, not {slots} frames of a square grid "
+                              f"(pos_frames={pos_frames})")
+    width = w.shape[0]
+    return InternVideo2Config(
+        embed_dim=width, depth=_depth(sd, source), num_heads=_heads(width, num_heads, source),
+        mlp_hidden=_need(sd, "blocks.0.mlp.fc1.weight", source).shape[0], patch_size=patch, tubelet_size=tubelet,
+        in_chans=w.shape[1], qkv_bias="blocks.0.attn.qkv.bias" in sd, qk_norm="blocks.0.attn.q_norm.weight" in sd,
+        layer_scale="blocks.0.ls1.gamma" in sd, pos_frames=pos_frames, pos_grid=side, gelu=gelu,
+    )
+
+
+def build_internvideo2(obj, *, source: str, num_heads: int | None = None, pos_frames: int | None = None,
+                       gelu: str = "tanh", key: str | None = None,
+                       prefix: str | None = None) -> tuple[InternVideo2Encoder, list[str]]:
+    """An :class:`InternVideo2Encoder` from an InternVideo2 checkpoint object (strict on the x_vis path)."""
+    key, prefix = _internvideo2_prefix(obj, source, key, prefix)
+    sd, notes = select_state_dict(obj, PATCH_ANCHOR, source=source, key=key, prefix=prefix)
+    unused = sorted(k for k in sd if INTERNVIDEO2_UNUSED.match(k))
+    if unused:
+        notes.append(f"{len(unused)} CLIP-distillation entries off the token path left out ({unused[0]}, ...)")
+        sd = {k: v for k, v in sd.items() if k not in set(unused)}
+    model = InternVideo2Encoder(internvideo2_config(sd, source=source, num_heads=num_heads, pos_frames=pos_frames,
+                                                    gelu=gelu))
+    load_strict(model, sd, source=source)
+    return model.eval(), notes
+
+
+def load_internvideo2(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=None) -> Backbone:
+    """``internvideo2:FILE[?num_heads=&pos_frames=&gelu=tanh|exact&key=&prefix=]``."""
+    path = _file(arg, spec)
+    if path.is_dir():
+        raise BackboneSpecError(f"backbone spec {spec!r}: {path} is a directory; give the checkpoint file")
+    gelu = opts.take("gelu", "tanh", choices=tuple(GELU_KINDS))
+    encoder, notes = build_internvideo2(
+        read_weights(path), source=str(path), num_heads=opts.take("num_heads", cast=int),
+        pos_frames=opts.take("pos_frames", cast=int), gelu=gelu, key=opts.take("key"), prefix=opts.take("prefix"))
+    for note in notes:
+        log.info("%s: %s", path, note)
+    c = encoder.config
+    return Backbone(
+        name=f"InternVideo2 {vit_size_name(c.embed_dim)}/{c.patch_size}", spec=spec,
+        model=SegmentedVideoEncoder(encoder, c.pos_frames).eval(), embed_dim=c.embed_dim, num_frames=c.pos_frames,
+        img_size=c.pos_grid * c.patch_size, patch_size=c.patch_size, tubelet_size=c.tubelet_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, kind="video", fingerprint=fingerprint_path(path, extra=f"gelu={gelu}"),
+    )

@@ -22,6 +22,7 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``endofm:FILE``           Endo-FM's released ``.pth`` (TimeSformer, divided space-time), 8 frames of 224 px
 ``videomaev2:PATH``       VideoMAE V2 .pth or HF folder, native layout (q_bias/v_bias); 64 frames as 4 x 16
 ``surgrec-mae:FILE``      the released ``surgrec_mae.pth`` (VideoMAE pretraining layout, key ``model``)
+``internvideo2:FILE``     InternVideo2 vision encoder (stage-2 file, ``vision_encoder.``), 4 frames of 224 px
 ========================  =====================================================================================
 
 A bare path (no prefix) is recognised by its content. Options every kind accepts: ``name`` (display
@@ -625,3 +626,5 @@ register_backbone("videomaev2", _lazy("unisurg.backbones.video_baselines", "load
                   "VideoMAE V2 .pth or HF folder in OpenGVLab's layout; 64 frames as 4 x 16 (?segment_frames=)")
 register_backbone("surgrec-mae", _lazy("unisurg.backbones.video_baselines", "load_surgrec_mae"),
                   "SurgRec-MAE surgrec_mae.pth (VideoMAE pretraining layout, key 'model'), 16 frames of 224 px")
+register_backbone("internvideo2", _lazy("unisurg.backbones.video_baselines", "load_internvideo2"),
+                  "InternVideo2 .pt (vision_encoder of a stage-2 file), 4 frames of 224 px; ?gelu=tanh|exact")
