@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from unisurg.bench.backbones import BackboneSpecError, backbone_kinds, load_backbone
+from conftest import bench_cli
+from unisurg.bench.backbones import BackboneSpecError, backbone_kinds, detect_kind, load_backbone
 from unisurg.models.strict_load import CheckpointError
 from unisurg.models.videomae_native import SegmentedVideoEncoder, sinusoid_table
 
@@ -243,6 +244,37 @@ def test_internvideo2_pos_frames_must_fit():
         load_backbone(f"internvideo2:{weights('internvideo2')}?num_heads=4")  # 16 entries: not a 224 px grid
     with pytest.raises(CheckpointError, match="square grid"):
         load_backbone(f"internvideo2:{weights('internvideo2')}?num_heads=4&pos_frames=3")
+
+
+@pytest.mark.parametrize("family,kind", [("endofm", "endofm"), ("videomaev2", "videomaev2"),
+                                         ("surgrec_mae", "videomaev2"), ("internvideo2", "internvideo2")])
+def test_bare_paths_are_recognised(family, kind):
+    assert detect_kind(weights(family), str(weights(family))) == kind
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from unisurg.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, n_videos=3, seconds=12, height=64, width=96, fps=5, seed=0, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("spec,extra", [
+    (f"endofm:{weights('endofm')}?num_heads=4", []),
+    (f"videomaev2:{weights('videomaev2')}?num_heads=4&segment_frames=4", []),
+    (f"surgrec-mae:{weights('surgrec_mae')}?num_heads=4", []),
+    (f"{IV2}", ["clip.res=28"]),
+])
+def test_unisurg_bench_runs_each_kind(spec, extra, synth, tmp_path):
+    """``unisurg bench --backbone SPEC`` end to end (tiny preset: 4-frame clips of 32 px)."""
+    out = tmp_path / "out"
+    rc = bench_cli("bench", "--backbone", spec, "--dataset", "synthetic", "--root", str(synth), "--out", str(out),
+                   "--config", "tiny", f"cache_dir={tmp_path / 'cache'}", "--quiet", "report.bootstrap_n=20", *extra)
+    assert rc == 0
+    meta = json.loads((out / "results.json").read_text())
+    assert spec in json.dumps(meta)
 
 
 def test_sinusoid_table_matches_the_formula():

@@ -349,3 +349,26 @@ def load_internvideo2(arg: str, opts: SpecOptions, *, spec: str, device=None, dt
         img_size=c.pos_grid * c.patch_size, patch_size=c.patch_size, tubelet_size=c.tubelet_size,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, kind="video", fingerprint=fingerprint_path(path, extra=f"gelu={gelu}"),
     )
+
+
+# ---------------------------------------------------------------- bare paths
+
+# Parameter names only these layouts have (searched at the top level and one dict level down, any prefix).
+_SIGNATURES = (
+    ("endofm", ("blocks.0.temporal_attn.qkv.weight", "time_embed")),
+    ("internvideo2", ("blocks.0.attn.q_norm.weight", "blocks.0.ls1.gamma", "cls_token")),
+    ("videomaev2", ("blocks.0.attn.q_bias", "blocks.0.attn.v_bias")),
+)
+
+
+def sniff_video_baseline(obj) -> str | None:
+    """'endofm', 'internvideo2', 'videomaev2' or None for a checkpoint object, from parameter names alone."""
+    if not isinstance(obj, dict):
+        return None
+    candidates = [obj] + [v for v in obj.values() if isinstance(v, dict)]
+    for sd in candidates:
+        keys = [k for k in sd if isinstance(k, str)]
+        for kind, names in _SIGNATURES:
+            if all(any(k == n or k.endswith("." + n) for k in keys) for n in names):
+                return kind
+    return None

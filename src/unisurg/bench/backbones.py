@@ -399,6 +399,10 @@ def detect_kind(path: Path, spec: str) -> str:
 
     obj = read_weights(path)
     if isinstance(obj, dict):
+        from unisurg.backbones.video_baselines import sniff_video_baseline
+
+        if (kind := sniff_video_baseline(obj)) is not None:  # Endo-FM, InternVideo2, VideoMAE V2 native layouts
+            return kind
         comps = {c: obj[c] for c in interop_vjepa2.COMPONENTS if isinstance(obj.get(c), dict)}
         if comps or interop_hf.is_hf_state_dict(obj):
             return "vjepa2"
