@@ -277,6 +277,27 @@ def test_unisurg_bench_runs_each_kind(spec, extra, synth, tmp_path):
     assert spec in json.dumps(meta)
 
 
+@pytest.mark.parametrize("spec,family", [
+    (f"endofm:{weights('endofm')}?num_heads=4", "endofm"),
+    (f"videomaev2:{weights('videomaev2')}?num_heads=4&segment_frames=4", "videomaev2"),
+    (IV2, "internvideo2"),
+])
+def test_bf16_runs_close_to_the_reference(spec, family):
+    """The benchmark runs backbones in bf16 on GPUs: same tokens up to bf16 rounding (2-3 significant digits)."""
+    e = expected(family)
+    if family == "endofm":
+        shape = tuple(e["native_input_shape"].tolist())
+        ref = hwt_to_thw(e["native_tokens_hwt"], shape[2], 4, 4)
+    else:
+        shape = tuple(e["input_shape"].tolist())
+        ref = e["tokens"] if "tokens" in e else e["tokens_tanh_gelu"]
+    bb = load_backbone(spec, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = bb.model(fixed_clip(shape).bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
 def test_sinusoid_table_matches_the_formula():
     """Independent float64 loop over VideoMAE's get_sinusoid_encoding_table formula."""
     n, d = 5, 6
