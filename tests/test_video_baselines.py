@@ -134,6 +134,15 @@ def test_videomaev2_hf_folder_layout(tmp_path):
     assert (out - e["tokens"]).abs().max().item() <= TOL
 
 
+def test_videomaev2_ddp_prefix_in_module_entry(tmp_path):
+    sd = torch.load(weights("videomaev2"), weights_only=True)["model"]
+    p = tmp_path / "ddp.pth"
+    torch.save({"module": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, p)
+    e = expected("videomaev2")
+    out = run(f"videomaev2:{p}?num_heads=4&segment_frames=4", fixed_clip(tuple(e["input_shape"].tolist())))
+    assert (out - e["tokens"]).abs().max().item() <= TOL
+
+
 def test_videomaev2_backbone_record_is_surgmotion_protocol():
     bb = load_backbone(f"videomaev2:{weights('videomaev2')}?num_heads=4")
     assert (bb.num_frames, bb.img_size, bb.tubelet_size) == (64, 224, 2)
@@ -237,6 +246,16 @@ def test_internvideo2_partial_file_names_the_key(tmp_path):
     torch.save(obj, p)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.k_norm\.weight"):
         load_backbone(f"internvideo2:{p}?num_heads=4&pos_frames=4")
+
+
+def test_internvideo2_picks_the_vision_encoder_among_towers(tmp_path):
+    obj = torch.load(weights("internvideo2"), weights_only=True)
+    obj["module"]["clip_teacher.patch_embed.proj.weight"] = torch.zeros(8, 3, 1, 14, 14)  # another tower
+    p = tmp_path / "stage2.pt"
+    torch.save(obj, p)
+    e = expected("internvideo2")
+    out = run(f"internvideo2:{p}?num_heads=4&pos_frames=4", fixed_clip(tuple(e["input_shape"].tolist())))
+    assert (out - e["tokens_tanh_gelu"]).abs().max().item() <= TOL
 
 
 def test_internvideo2_pos_frames_must_fit():
