@@ -28,7 +28,7 @@ Every key inside the backbone prefix must map onto the architecture (missing, un
 raise :class:`~unisurg.models.strict_load.CheckpointError` naming them); entries outside it (decoder, DINO
 head, classifier ``head.*``) are left out and logged. The architecture is read off the tensor shapes; the
 head count is the one thing shapes cannot tell: it comes from ``?num_heads=``, the folder's ``config.json``,
-or the standard ViT sizes (width 384 -> 6, 768 -> 12, 1024/1280/1408 -> 16).
+or the standard ViT sizes (width 384 -> 6, 768 -> 12, 1024/1280/1408 -> 16; InternVideo2-6B 3200 -> 25).
 
 Token layouts (all ``[B, N, D]``, (t, h, w) order, final norm applied, no class token):
 Endo-FM ``N = T * (H/16) * (W/16)`` (the official model's (h, w, t) order is permuted to (t, h, w));
@@ -66,6 +66,7 @@ VIDEOMAE_SEGMENT_FRAMES = 16  # VideoMAE's native clip; SurgMotion splits 64 fra
 SURGMOTION_NUM_FRAMES = 64
 SURGREC_NUM_FRAMES = 16  # SurgRec fine-tuning: 16 frames (sampling rate 4) at 224 px
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INTERNVIDEO2_HEADS = {1408: 16, 3200: 25}  # pretrain_internvideo2_1b / _6b_patch14_224
 INTERNVIDEO2_IMG_SIZE = 224  # SurgMotion's InternVideo2-Stage2_1B-224p-f4: 4 frames of 224 px
 # InternVideo2 entries off the x_vis path: CLIP-distillation heads and their position tables, the image table
 INTERNVIDEO2_UNUSED = re.compile(r"^(clip_|final_clip_decoder\.|img_pos_embed$)")
@@ -88,7 +89,8 @@ def _heads(width: int, given: int | None, source: str) -> int:
 
 def _need(sd: dict[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
     if key not in sd:
-        raise CheckpointError(f"{source}: missing key {key!r} (found e.g. {sorted(sd)[:8]}); is this the right kind of model?")
+        raise CheckpointError(f"{source}: missing key {key!r} (found e.g. {sorted(sd)[:8]}); "
+                              "is this the right kind of model?")
     return sd[key]
 
 
@@ -298,8 +300,9 @@ def internvideo2_config(sd: dict[str, torch.Tensor], *, source: str, num_heads: 
     if pos_frames is None:
         per_frame = (INTERNVIDEO2_IMG_SIZE // patch) ** 2
         if n % per_frame:
-            raise CheckpointError(f"{source}: pos_embed has {n} patch entries, not a multiple of the {per_frame} of a "
-                                  f"{INTERNVIDEO2_IMG_SIZE} px frame; give the frames it was made for with ?pos_frames=")
+            raise CheckpointError(f"{source}: pos_embed has {n} patch entries, not a multiple of the {per_frame} "
+                                  f"of a {INTERNVIDEO2_IMG_SIZE} px frame; give the frames it was made for with "
+                                  "?pos_frames=")
         pos_frames = n // per_frame * tubelet
     slots = pos_frames // tubelet
     side = round((n / max(slots, 1)) ** 0.5)
@@ -308,7 +311,8 @@ def internvideo2_config(sd: dict[str, torch.Tensor], *, source: str, num_heads: 
                               f"(pos_frames={pos_frames})")
     width = w.shape[0]
     return InternVideo2Config(
-        embed_dim=width, depth=_depth(sd, source), num_heads=_heads(width, num_heads, source),
+        embed_dim=width, depth=_depth(sd, source),
+        num_heads=_heads(width, num_heads or INTERNVIDEO2_HEADS.get(width), source),
         mlp_hidden=_need(sd, "blocks.0.mlp.fc1.weight", source).shape[0], patch_size=patch, tubelet_size=tubelet,
         in_chans=w.shape[1], qkv_bias="blocks.0.attn.qkv.bias" in sd, qk_norm="blocks.0.attn.q_norm.weight" in sd,
         layer_scale="blocks.0.ls1.gamma" in sd, pos_frames=pos_frames, pos_grid=side, gelu=gelu,

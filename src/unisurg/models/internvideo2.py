@@ -52,7 +52,8 @@ class InternVideo2Config:
         if self.gelu not in GELU_KINDS:
             raise ValueError(f"InternVideo2Config.gelu={self.gelu!r}: expected one of {list(GELU_KINDS)}")
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"InternVideo2Config: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(f"InternVideo2Config: embed_dim {self.embed_dim} is not divisible by "
+                             f"num_heads {self.num_heads}")
 
 
 class RMSNorm(nn.Module):

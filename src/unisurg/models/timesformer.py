@@ -41,7 +41,8 @@ class TimeSformerConfig:
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"TimeSformerConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(f"TimeSformerConfig: embed_dim {self.embed_dim} is not divisible by "
+                             f"num_heads {self.num_heads}")
 
 
 class PatchEmbed2d(nn.Module):

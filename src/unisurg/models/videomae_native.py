@@ -48,18 +48,20 @@ class VideoMAEConfig:
         if self.final_norm not in FINAL_NORMS:
             raise ValueError(f"VideoMAEConfig.final_norm={self.final_norm!r}: expected one of {FINAL_NORMS}")
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"VideoMAEConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(f"VideoMAEConfig: embed_dim {self.embed_dim} is not divisible by "
+                             f"num_heads {self.num_heads}")
 
 
 def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
-    """VideoMAE's ``get_sinusoid_encoding_table``: ``[n_position, dim]`` with ``angle = p / 10000^(2 floor(j/2) / dim)``,
+    """VideoMAE's ``get_sinusoid_encoding_table``: ``[n_position, dim]``, ``angle = p / 10000^(2 floor(j/2) / dim)``,
     sin on even channels and cos on odd ones (interleaved, unlike :func:`unisurg.models.pos_embed.sincos_1d`).
 
     Computed in float64 (the official code uses numpy float64) and cast to float32.
     """
     pos = torch.arange(n_position, dtype=torch.float64)[:, None]
     j = torch.arange(dim, dtype=torch.float64)
-    angles = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    exponent = 2 * torch.div(j, 2, rounding_mode="floor") / dim
+    angles = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), exponent)
     table = torch.empty_like(angles)
     table[:, 0::2] = angles[:, 0::2].sin()
     table[:, 1::2] = angles[:, 1::2].cos()
@@ -115,7 +117,7 @@ class VideoMAEBlock(nn.Module):
 
 
 class PatchEmbed3d(nn.Module):
-    """Tubelet embedding ``Conv3d(kernel = stride = (tubelet, p, p))``, flattened to ``[B, N, D]`` in (t, h, w) order."""
+    """Tubelet embedding ``Conv3d(kernel = stride = (tubelet, p, p))``, flattened to ``[B, N, D]``, (t, h, w) order."""
 
     def __init__(self, c: VideoMAEConfig):
         super().__init__()
