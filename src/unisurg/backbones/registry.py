@@ -19,6 +19,10 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``hf-image:FOLDER``       any HF image backbone with patch tokens or a feature map, frame by frame
 ``timm-vit:PATH``         timm-format ViT state dict (EndoViT, SurgeNet-ViT, MAE, ...), frame by frame
 ``resnet50:PATH``         torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), last-stage feature map
+``endofm:FILE``           Endo-FM's released ``.pth`` (TimeSformer, divided space-time), 8 frames of 224 px
+``videomaev2:PATH``       VideoMAE V2 .pth or HF folder, native layout (q_bias/v_bias); 64 frames as 4 x 16
+``surgrec-mae:FILE``      the released ``surgrec_mae.pth`` (VideoMAE pretraining layout, key ``model``)
+``internvideo2:FILE``     InternVideo2 vision encoder (stage-2 file, ``vision_encoder.``), 4 frames of 224 px
 ========================  =====================================================================================
 
 A bare path (no prefix) is recognised by its content. Options every kind accepts: ``name`` (display
@@ -65,6 +69,13 @@ from unisurg.backbones.spec import (
     SpecOptions,
     parse_spec,
     triple,
+)
+from unisurg.backbones.video_baselines import (
+    load_endofm,
+    load_internvideo2,
+    load_surgrec_mae,
+    load_videomaev2,
+    sniff_video_baseline,
 )
 from unisurg.models import interop_hf, interop_vjepa2
 from unisurg.models.checkpoint import CONFIG_NAME, detect_format
@@ -185,6 +196,8 @@ def detect_kind(path: Path, spec: str) -> str:
 
     obj = read_weights(path)
     if isinstance(obj, dict):
+        if (kind := sniff_video_baseline(obj)) is not None:  # Endo-FM, InternVideo2, VideoMAE V2 native layouts
+            return kind
         comps = {c: obj[c] for c in interop_vjepa2.COMPONENTS if isinstance(obj.get(c), dict)}
         if comps or interop_hf.is_hf_state_dict(obj):
             return "vjepa2"
@@ -224,3 +237,10 @@ register_backbone("timm-vit", load_timm_vit,
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
 register_backbone("resnet50", load_resnet50,
                   "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
+register_backbone("endofm", load_endofm, "Endo-FM .pth (TimeSformer ViT-B/16, divided space-time), 8 frames of 224 px")
+register_backbone("videomaev2", load_videomaev2,
+                  "VideoMAE V2 .pth or HF folder in OpenGVLab's layout; 64 frames as 4 x 16 (?segment_frames=)")
+register_backbone("surgrec-mae", load_surgrec_mae,
+                  "SurgRec-MAE surgrec_mae.pth (VideoMAE pretraining layout, key 'model'), 16 frames of 224 px")
+register_backbone("internvideo2", load_internvideo2,
+                  "InternVideo2 .pt (vision_encoder of a stage-2 file), 4 frames of 224 px; ?gelu=tanh|exact")
