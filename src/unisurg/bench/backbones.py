@@ -18,7 +18,12 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``dinov3:FOLDER``         HF DINOv3 ViT, frame by frame; patch tokens (CLS / registers dropped)
 ``hf-image:FOLDER``       any HF image backbone with patch tokens or a feature map, frame by frame
 ``timm-vit:PATH``         timm-format ViT state dict (EndoViT, SurgeNet-ViT, MAE, ...), frame by frame
-``resnet50:PATH``         torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), last-stage feature map
+``resnet50:PATH``         torchvision-format ResNet-50 state dict, last-stage feature map
+``surgenet:PATH``         SurgeNet / SurgeNetXL release (CAFormer-S18, ConvNeXtV2-T, PVTv2-B2), frame by frame;
+                          ``?arch=caformer_s18|convnextv2_tiny|pvtv2_b2``, ``#student`` (DINO checkpoint)
+``gsvit:PATH``            GSViT ``GSViT.pkl`` (EfficientViT-M5, BGR input), frame by frame
+``selfsupsurg:PATH``      SelfSupSurg VISSL checkpoint (ResNet-50 under ``classy_state_dict``), frame by frame
+``gastronet:PATH``        GastroNet / DINO ViT checkpoint (``teacher``/``student``), frame by frame
 ========================  =====================================================================================
 
 A bare path (no prefix) is recognised by its content. Options every kind accepts: ``name`` (display
@@ -615,4 +620,12 @@ register_backbone("hf-image", _lazy("unisurg.bench.backbones_hf", "load_hf_image
 register_backbone("timm-vit", _lazy("unisurg.bench.backbones_image", "load_timm_vit"),
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
 register_backbone("resnet50", _lazy("unisurg.bench.backbones_image", "load_resnet50"),
-                  "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
+                  "torchvision-format ResNet-50 state dict, frame by frame, last stage")
+register_backbone("surgenet", _lazy("unisurg.backbones.surgenet", "load_surgenet"),
+                  "SurgeNet/SurgeNetXL .pth (CAFormer-S18, ConvNeXtV2-T, PVTv2-B2), frame by frame; ?arch= #student")
+register_backbone("gsvit", _lazy("unisurg.backbones.gsvit", "load_gsvit"),
+                  "GSViT.pkl (EfficientViT-M5; BGR, [0,1] pixels, 224 px), frame by frame")
+register_backbone("selfsupsurg", _lazy("unisurg.backbones.selfsupsurg", "load_selfsupsurg"),
+                  "SelfSupSurg VISSL .torch checkpoint (ResNet-50 trunk), frame by frame")
+register_backbone("gastronet", _lazy("unisurg.backbones.gastronet", "load_gastronet"),
+                  "GastroNet / DINO ViT checkpoint (teacher by default, #student), frame by frame")
