@@ -94,6 +94,12 @@ def test_surgenet_registry_teacher_file_and_dino_checkpoint(tmp_path):
                         clip_tokens(exp["caformer_surgenet"])) <= TOL
         student = load_backbone(f"surgenet:{path}#student").model(frames_as_clip(exp["input"]))
     assert max_diff(student, clip_tokens(exp["caformer_surgenet"])) > 1e-2
+    # a teacher saved as the MultiCropWrapper's own state dict: 'backbone.' prefix, DINO head beside it
+    path = tmp_path / "SurgeNet_teacher_wrapper.pth"
+    torch.save(_dino_checkpoint(sd, sd)["teacher"], path)
+    with torch.no_grad():
+        assert max_diff(load_backbone(f"surgenet:{path}").model(frames_as_clip(exp["input"])),
+                        clip_tokens(exp["caformer_surgenet"])) <= TOL
 
 
 def test_surgenet_registry_pvt_heads_and_arch_check():
