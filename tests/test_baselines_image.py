@@ -6,17 +6,18 @@ configuration). Our loaders must reproduce those outputs (max abs diff <= 1e-4),
 foreign key (naming it), and load through the registry.
 """
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from unisurg.backbones.gastronet import load_gastronet  # noqa: F401 - import check of the module
 from unisurg.backbones.gsvit import build_gsvit, gsvit_state_dict
 from unisurg.backbones.selfsupsurg import vissl_trunk
 from unisurg.backbones.surgenet import build_surgenet, detect_family
 from unisurg.bench.backbones import BackboneSpecError, load_backbone
 from unisurg.bench.backbones_image import build_resnet, read_weights
+from unisurg.models.efficientvit import EfficientViTConfig, relative_offset_index
 from unisurg.models.strict_load import CheckpointError
 
 torch.set_num_threads(1)
@@ -269,8 +270,6 @@ def zeros_like_shapes(shapes: dict) -> dict:
 def test_surgenet_full_size_release_layout_loads(tmp_path, arch):
     """Every key and shape of the official full-size model (SurgeNet's caformer_s18 / convnextv2_tiny / pvt_v2_b2)
     maps onto ours, and ``?arch=`` accepts it."""
-    import json
-
     shapes = json.loads((FIXTURES / "surgenet" / "official_shapes.json").read_text())[arch]
     path = tmp_path / f"{arch}_teacher.pth"
     torch.save(zeros_like_shapes(shapes), path)
@@ -286,10 +285,6 @@ def test_surgenet_full_size_release_layout_loads(tmp_path, arch):
 def test_gsvit_full_size_m5_layout_loads(tmp_path):
     """Every key and shape of GSViT's autoencoder encoder (EfficientViT-M5 at 224 px) maps onto ours; our relative
     offset index equals the official ``attention_bias_idxs``."""
-    import json
-
-    from unisurg.models.efficientvit import EfficientViTConfig, relative_offset_index
-
     ref = json.loads((FIXTURES / "gsvit" / "official_m5_shapes.json").read_text())
     sd = zeros_like_shapes(ref["shapes"])
     (key, idx), = ref["idxs_example"].items()
@@ -303,3 +298,30 @@ def test_gsvit_full_size_m5_layout_loads(tmp_path):
     assert bb.model.image_model.model.config == EfficientViTConfig()
     with torch.no_grad():
         assert bb.model(torch.zeros(1, 3, 1, 224, 224)).shape == (1, 16, 384)
+
+
+BF16_CASES = {  # spec tail, input key, expected key
+    "surgenet/caformer_surgenet.pth": ("surgenet", "", "input", "caformer_surgenet"),
+    "surgenet/convnextv2.pth": ("surgenet", "", "input", "convnextv2"),
+    "surgenet/pvtv2.pth": ("surgenet", "?heads=1,2,2,4", "input", "pvtv2"),
+    "gsvit/gsvit_tiny.pkl": ("gsvit", "?resolution=128&window=3", "input_uint8_rgb", "tokens"),
+    "selfsupsurg/model_final_checkpoint_tiny.torch": ("selfsupsurg", "", "input", "tokens"),
+    "gastronet/dino_checkpoint_tiny.pth": ("gastronet", "?num_heads=2", "input", "teacher_tokens"),
+}
+
+
+@pytest.mark.parametrize("file", sorted(BF16_CASES))
+def test_bfloat16_through_the_registry(file):
+    """``load_backbone(dtype=bfloat16)`` runs every kind in bf16. The random GSViT fixture is ill-conditioned
+    (rounding its weights to bf16 alone moves its fp32 output by ~7%), so only shape and finiteness are checked
+    there; the others stay within 5% (relative L2) of the official fp32 output."""
+    kind, opts, in_key, out_key = BF16_CASES[file]
+    exp = expected(file.split("/")[0])
+    x = gsvit_input(exp) if in_key == "input_uint8_rgb" else exp[in_key]
+    bb = load_backbone(f"{kind}:{FIXTURES / file}{opts}", dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = bb.model(frames_as_clip(x).bfloat16())
+    ref = clip_tokens(exp[out_key])
+    assert y.dtype == torch.bfloat16 and y.shape == ref.shape and torch.isfinite(y).all()
+    if kind != "gsvit":
+        assert ((y.float() - ref).norm() / ref.norm()).item() < 0.05

@@ -86,7 +86,8 @@ class ConvNeXtV2(nn.Module):
         super().__init__()
         c = c or ConvNeXtV2Config()
         self.config = c
-        layers = [nn.Sequential(nn.Conv2d(c.in_chans, c.dims[0], 4, stride=4), ChannelsFirstLayerNorm(c.dims[0], c.eps))]
+        stem = nn.Sequential(nn.Conv2d(c.in_chans, c.dims[0], 4, stride=4), ChannelsFirstLayerNorm(c.dims[0], c.eps))
+        layers = [stem]
         for s in range(1, len(c.dims)):
             layers.append(nn.Sequential(ChannelsFirstLayerNorm(c.dims[s - 1], c.eps),
                                         nn.Conv2d(c.dims[s - 1], c.dims[s], 2, stride=2)))
