@@ -139,6 +139,18 @@ def test_surgenet_partial_or_foreign_file_names_the_key(tmp_path, name):
         load_backbone(f"surgenet:{path}" + ("?heads=1,2,2,4" if heads else ""))
 
 
+@pytest.mark.parametrize("name,victim", [("caformer_surgenet", "stages.0.0.mlp.fc1.weight"),
+                                          ("caformer_surgenet", "downsample_layers.2.conv.weight"),
+                                          ("convnextv2", "stages.1.0.dwconv.weight"),
+                                          ("pvtv2", "block2.0.mlp.fc1.weight"),
+                                          ("pvtv2", "patch_embed3.proj.weight")])
+def test_surgenet_keys_read_for_the_architecture_are_named_when_missing(name, victim):
+    sd = read_weights(FIXTURES / "surgenet" / f"{name}.pth")
+    del sd[victim]
+    with pytest.raises(CheckpointError, match=victim.replace(".", r"\.")):
+        build_surgenet(sd, SURGENET_FILES[name], source="x.pth", heads=PVT_TINY_HEADS)
+
+
 def test_surgenet_rejects_other_models(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7)}, path)
@@ -191,6 +203,10 @@ def test_gsvit_wrong_file_names_the_key(tmp_path):
     torch.save({**sd, "evit.7.x": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match=r"evit\.7\.x"):
         load_backbone(f"gsvit:{path}?resolution=128&window=3")
+    for victim in ("evit.2.3.dw0.m.c.weight", "evit.2.1.se.fc1.weight", "evit.3.3.mixer.m.attn.attention_bias_idxs"):
+        torch.save({k: v for k, v in sd.items() if k != victim}, path)
+        with pytest.raises(CheckpointError, match=victim.split(".", 2)[2].replace(".", r"\.")):
+            load_backbone(f"gsvit:{path}?resolution=128&window=3")
     # the default (M5 at 224 px, window 7) does not fit a file trained at 128 px / window 3
     with pytest.raises(CheckpointError, match="attention_bias_idxs"):
         load_backbone(f"gsvit:{FIXTURES / 'gsvit' / 'gsvit_tiny.pkl'}")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.strict_load import CheckpointError, RequiredKeys
 
 CAFORMER_HEAD_DIM = 32  # attention head width of every CAFormer (Yu et al. 2023, Table 1 / released code)
 STEM = (7, 4, 2)  # kernel, stride, padding of the first downsampling
@@ -204,6 +204,7 @@ class CAFormer(nn.Module):
 
 def caformer_config(sd: dict[str, torch.Tensor], *, source: str) -> CAFormerConfig:
     """Depths, widths, mixers, heads and activation of a CAFormer state dict (names as in :class:`CAFormer`)."""
+    sd = RequiredKeys(sd, source=source)
     n_stages = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"stages\.(\d+)\.", k))), default=-1)
     if n_stages < 1 or "downsample_layers.0.conv.weight" not in sd:
         raise CheckpointError(f"{source}: no 'downsample_layers.0.conv.weight' / 'stages.N.' entries: not a CAFormer")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.strict_load import CheckpointError, RequiredKeys
 
 GRN_EPS = 1e-6  # the release's epsilon in N(x)
 
@@ -115,6 +115,7 @@ class ConvNeXtV2(nn.Module):
 
 def convnextv2_config(sd: dict[str, torch.Tensor], *, source: str) -> ConvNeXtV2Config:
     """Depths and widths of a ConvNeXt V2 state dict (names as in :class:`ConvNeXtV2`)."""
+    sd = RequiredKeys(sd, source=source)
     if "downsample_layers.0.0.weight" not in sd:
         raise CheckpointError(f"{source}: no 'downsample_layers.0.0.weight': not a ConvNeXt V2 state dict")
     if not any(".grn.gamma" in k for k in sd):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.strict_load import CheckpointError, RequiredKeys
 
 
 @dataclass
@@ -250,16 +250,19 @@ def efficientvit_config(sd: dict[str, torch.Tensor], *, source: str, img_size: i
     """Widths, depths, heads, key/value widths, q-kernels and SE widths of an EfficientViT state dict (names as
     in :class:`EfficientViT`). The image size and window, not stored in the weights, are given; they are
     checked against the stored ``attention_bias_idxs`` of each stage."""
+    sd = RequiredKeys(sd, source=source)
     n_stages = max((int(m.group(1)) for k in sd if (m := re.match(r"blocks(\d+)\.", k))), default=0)
     if n_stages < 1 or "patch_embed.0.c.weight" not in sd:
         raise CheckpointError(f"{source}: no 'patch_embed.0.c.weight' / 'blocksN.' entries: not an EfficientViT")
     dims, depths, heads, kdims, vdims, se = [], [], [], [], [], []
     kernels: list[int] = []
+    firsts: list[str] = []  # the first attention module of each stage
     for s in range(1, n_stages + 1):
         attn_blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(rf"blocks{s}\.(\d+)\.mixer\.", k))})
         if not attn_blocks:
             raise CheckpointError(f"{source}: no attention block under 'blocks{s}.'")
         first = f"blocks{s}.{attn_blocks[0]}.mixer.m.attn"
+        firsts.append(first)
         depths.append(len(attn_blocks))
         dims.append(sd[f"blocks{s}.{attn_blocks[0]}.dw0.m.c.weight"].shape[0])
         h = len({int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(first)}\.qkvs\.(\d+)\.", k))})
@@ -278,8 +281,8 @@ def efficientvit_config(sd: dict[str, torch.Tensor], *, source: str, img_size: i
                            key_dims=tuple(kdims), value_dims=tuple(vdims), window_sizes=(window,) * n_stages,
                            kernels=tuple(kernels), se_dims=tuple(se), img_size=img_size,
                            in_chans=sd["patch_embed.0.c.weight"].shape[1])
-    for s, r in enumerate(c.resolutions(), start=1):
-        key = next(k for k in sd if re.match(rf"blocks{s}\.\d+\.mixer\.m\.attn\.attention_bias_idxs$", k))
+    for s, (r, first) in enumerate(zip(c.resolutions(), firsts), start=1):
+        key = f"{first}.attention_bias_idxs"
         side = min(window, r)
         if tuple(sd[key].shape) != (side * side, side * side):
             raise CheckpointError(

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisurg.models.strict_load import CheckpointError
+from unisurg.models.strict_load import CheckpointError, RequiredKeys
 
 PVT_V2_B2_HEADS = (1, 2, 5, 8)
 BLOCK_EPS = 1e-6
@@ -156,6 +156,7 @@ class PVTv2(nn.Module):
 def pvt_v2_config(sd: dict[str, torch.Tensor], *, source: str, heads: tuple[int, ...] | None = None) -> PVTv2Config:
     """Depths, widths, MLP and spatial-reduction ratios of a PVT v2 state dict; ``heads`` (not stored in the
     weights) defaults to B2's (1, 2, 5, 8)."""
+    sd = RequiredKeys(sd, source=source)
     if "patch_embed1.proj.weight" not in sd:
         raise CheckpointError(f"{source}: no 'patch_embed1.proj.weight': not a PVT v2 state dict")
     n_stages = max(int(m.group(1)) for k in sd if (m := re.match(r"patch_embed(\d+)\.", k)))
