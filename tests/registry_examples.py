@@ -162,6 +162,10 @@ BACKBONE_EXAMPLES = {
     "videomaev2": _official_fixture("videomaev2"),
     "surgrec-mae": _official_fixture("surgrec_mae"),
     "internvideo2": _official_fixture("internvideo2"),
+    "surgenet": lambda root: f"surgenet:{FIXTURES / 'surgenet' / 'caformer_surgenet.pth'}",
+    "gsvit": lambda root: f"gsvit:{FIXTURES / 'gsvit' / 'gsvit_tiny.pkl'}?resolution=128&window=3",
+    "selfsupsurg": lambda root: f"selfsupsurg:{FIXTURES / 'selfsupsurg' / 'model_final_checkpoint_tiny.torch'}",
+    "gastronet": lambda root: f"gastronet:{FIXTURES / 'gastronet' / 'dino_checkpoint_tiny.pth'}?num_heads=2",
 }
 
 

@@ -5,7 +5,7 @@
   (MAE ViT-B/16 on Endo700k), SurgeNet-ViT, MAE / DeiT-style ViTs. Tokens: the patch tokens after the final
   norm (class and register tokens dropped).
 * :class:`ResNetTrunk` loads torchvision-format ResNet-50 state dicts (``conv1``, ``bn1``, ``layerS.B.{conv1..3,
-  bn1..3, downsample.0/1}``): GastroNet, SurgeNet ResNet-50. Tokens: the last-stage feature map, stride 32.
+  bn1..3, downsample.0/1}``): torchvision ResNet-50s (SelfSupSurg through its VISSL loader). Tokens: the last-stage feature map, stride 32.
 * :class:`FrameByFrame` runs either on every frame of a clip: ``[B, C, T, H, W] -> [B, T * Np, D]`` with
   tokens in (t, h, w) order (all tokens of frame 0 in raster order, then frame 1, ...).
 

@@ -18,7 +18,12 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``dinov3:FOLDER``         HF DINOv3 ViT, frame by frame; patch tokens (CLS / registers dropped)
 ``hf-image:FOLDER``       any HF image backbone with patch tokens or a feature map, frame by frame
 ``timm-vit:PATH``         timm-format ViT state dict (EndoViT, SurgeNet-ViT, MAE, ...), frame by frame
-``resnet50:PATH``         torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), last-stage feature map
+``resnet50:PATH``         torchvision-format ResNet-50 state dict, last-stage feature map
+``surgenet:PATH``         SurgeNet / SurgeNetXL release (CAFormer-S18, ConvNeXtV2-T, PVTv2-B2), frame by frame;
+                          ``?arch=caformer_s18|convnextv2_tiny|pvtv2_b2``, ``#student`` (DINO checkpoint)
+``gsvit:PATH``            GSViT ``GSViT.pkl`` (EfficientViT-M5, BGR input), frame by frame
+``selfsupsurg:PATH``      SelfSupSurg VISSL checkpoint (ResNet-50 under ``classy_state_dict``), frame by frame
+``gastronet:PATH``        GastroNet / DINO ViT checkpoint (``teacher``/``student``), frame by frame
 ``endofm:FILE``           Endo-FM's released ``.pth`` (TimeSformer, divided space-time), 8 frames of 224 px
 ``videomaev2:PATH``       VideoMAE V2 .pth or HF folder, native layout (q_bias/v_bias); 64 frames as 4 x 16
 ``surgrec-mae:FILE``      the released ``surgrec_mae.pth`` (VideoMAE pretraining layout, key ``model``)
@@ -49,6 +54,8 @@ from typing import Callable
 
 import torch
 
+from unisurg.backbones.gastronet import load_gastronet
+from unisurg.backbones.gsvit import load_gsvit
 from unisurg.backbones.hf import load_dinov3, load_hf_image, load_videomae
 from unisurg.backbones.image import (
     load_resnet50,
@@ -62,6 +69,7 @@ from unisurg.backbones.ours import (
     load_unisurg,
     load_vjepa2,
 )
+from unisurg.backbones.selfsupsurg import load_selfsupsurg
 from unisurg.backbones.spec import (
     NAMED_NORMS,
     Backbone,
@@ -70,6 +78,7 @@ from unisurg.backbones.spec import (
     parse_spec,
     triple,
 )
+from unisurg.backbones.surgenet import load_surgenet
 from unisurg.backbones.video_baselines import (
     load_endofm,
     load_internvideo2,
@@ -236,7 +245,7 @@ register_backbone("hf-image", load_hf_image,
 register_backbone("timm-vit", load_timm_vit,
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
 register_backbone("resnet50", load_resnet50,
-                  "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
+                  "torchvision-format ResNet-50 state dict, frame by frame, last stage")
 register_backbone("endofm", load_endofm, "Endo-FM .pth (TimeSformer ViT-B/16, divided space-time), 8 frames of 224 px")
 register_backbone("videomaev2", load_videomaev2,
                   "VideoMAE V2 .pth or HF folder in OpenGVLab's layout; 64 frames as 4 x 16 (?segment_frames=)")
@@ -244,3 +253,9 @@ register_backbone("surgrec-mae", load_surgrec_mae,
                   "SurgRec-MAE surgrec_mae.pth (VideoMAE pretraining layout, key 'model'), 16 frames of 224 px")
 register_backbone("internvideo2", load_internvideo2,
                   "InternVideo2 .pt (vision_encoder of a stage-2 file), 4 frames of 224 px; ?gelu=tanh|exact")
+register_backbone("surgenet", load_surgenet,
+                  "SurgeNet/SurgeNetXL .pth (CAFormer-S18, ConvNeXtV2-T, PVTv2-B2), frame by frame; ?arch= #student")
+register_backbone("gsvit", load_gsvit, "GSViT.pkl (EfficientViT-M5; BGR, [0,1] pixels, 224 px), frame by frame")
+register_backbone("selfsupsurg", load_selfsupsurg, "SelfSupSurg VISSL .torch checkpoint (ResNet-50 trunk), frame by frame")
+register_backbone("gastronet", load_gastronet,
+                  "GastroNet / DINO ViT checkpoint (teacher by default, #student), frame by frame")

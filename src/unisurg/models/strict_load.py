@@ -46,3 +46,16 @@ def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     check_state_dict(module, state_dict, source=source)
     module.load_state_dict(state_dict, strict=True, assign=assign)
     return module
+
+
+class RequiredKeys(dict):
+    """A state dict whose missing entries raise :class:`CheckpointError` naming the key and the file (for code
+    that reads architecture hyper-parameters off tensor shapes)."""
+
+    def __init__(self, state_dict: dict, *, source: str):
+        super().__init__(state_dict)
+        self.source = source
+
+    def __missing__(self, key):
+        raise CheckpointError(f"{self.source}: missing key {key!r}, which the architecture needs; the checkpoint is "
+                              "incomplete or of another model")
