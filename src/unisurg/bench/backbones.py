@@ -616,3 +616,5 @@ register_backbone("timm-vit", _lazy("unisurg.bench.backbones_image", "load_timm_
                   "timm-format ViT state dict (EndoViT, SurgeNet-ViT), frame by frame; ?arch=vit_base_patch16_224")
 register_backbone("resnet50", _lazy("unisurg.bench.backbones_image", "load_resnet50"),
                   "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
+register_backbone("endomamba", _lazy("unisurg.backbones.endomamba", "load_endomamba"),
+                  "EndoMamba release (.pth, pretraining 'encoder.' or fine-tuned layout), 16 frames, 224 px")

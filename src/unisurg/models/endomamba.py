@@ -1,0 +1,250 @@
+"""EndoMamba (Tian et al., MICCAI 2025, arXiv:2502.19090): a VideoMamba-style state-space video encoder, in pure PyTorch.
+
+Architecture (the authors' ``videomamba/video_sm/models/endomamba*.py`` in nekocatso/EndoMamba):
+
+* patch embedding: ``Conv3d`` with kernel ``(tubelet, P, P)`` (tubelet 1 in the released models), a learned
+  spatial position table per frame (``pos_embed``; it also covers an optional per-frame class token), and a fixed
+  sinusoidal *temporal* position (Vaswani et al. 2017, Sec. 3.5) added to the patch tokens of frame ``t``;
+* ``depth`` Mamba blocks (Gu & Dao 2023) in "Add -> RMSNorm -> mixer" form (residual kept in float32): the first
+  ``num_spatial_layers`` (default ``depth // 2``) scan each frame on its own and in both directions (Vim's
+  bidirectional mixer, Zhu et al. 2024: a second convolution / projection / SSM set, suffix ``_b``, run on the
+  reversed sequence); the remaining layers scan the whole clip *causally* in (t, h, w) order (EndoMamba Sec. 2.1,
+  "spatial bidirectional, temporal causal scanning");
+* a final ``RMSNorm(residual + hidden)``.
+
+:func:`selective_scan` is the pure-PyTorch recurrence of ``mamba_ssm``'s ``selective_scan_ref`` and the path on
+the CPU; on CUDA, ``mamba_ssm``'s fused kernel is used when that package is installed (same arguments, same
+result up to float rounding).
+
+Tokens: ``forward(x [B, C, T, H, W]) -> [B, T' * Hp * Wp, D]`` in (t, h, w) order (all patch tokens of frame 0 in
+raster order, then frame 1, ...), the per-frame class tokens (fine-tuned variant) dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # optional fused CUDA kernel (pip install mamba-ssm); the reference scan below is the definition
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _fused_selective_scan
+except ImportError:  # pragma: no cover - depends on the environment
+    _fused_selective_scan = None
+
+
+@dataclass
+class EndoMambaConfig:
+    embed_dim: int = 384  # EndoMamba-S
+    depth: int = 24
+    num_spatial_layers: int = 12  # first layers: per-frame bidirectional; the rest: clip-wide causal
+    patch_size: int = 16
+    tubelet_size: int = 1
+    in_chans: int = 3
+    pos_grid: tuple[int, int] = (14, 14)  # patch grid of the stored spatial position table (224 px / 16)
+    cls_token: bool = False  # the fine-tuned models prepend a class token to every frame
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # ceil(embed_dim / 16) when None (Mamba's "auto")
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.num_spatial_layers <= self.depth:
+            raise ValueError(f"num_spatial_layers={self.num_spatial_layers} must lie in [0, depth={self.depth}]")
+        if self.dt_rank is None:
+            self.dt_rank = math.ceil(self.embed_dim / 16)
+        self.pos_grid = tuple(self.pos_grid)
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.embed_dim
+
+
+# ---------------------------------------------------------------- the selective scan
+
+
+def selective_scan_reference(u, delta, A, B, C, D, z, delta_bias):
+    """Selective SSM scan (Gu & Dao 2023, Alg. 2), ``mamba_ssm.selective_scan_ref`` semantics, in float32.
+
+    ``u, delta, z``: ``[b, d, L]``; ``A``: ``[d, n]`` (negative reals); ``B, C``: ``[b, n, L]`` (input-dependent);
+    ``D``, ``delta_bias``: ``[d]``. With ``dt = softplus(delta + delta_bias)``:
+    ``h_l = exp(dt_l A) h_{l-1} + dt_l B_l u_l``, ``y_l = C_l . h_l + D u_l``, output ``y * silu(z)`` in ``u``'s dtype.
+    """
+    dtype = u.dtype
+    u, z = u.float(), z.float()
+    dt = F.softplus(delta.float() + delta_bias.float()[:, None])
+    B, C = B.float(), C.float()
+    dA = torch.exp(torch.einsum("bdl,dn->bdln", dt, A.float()))
+    dBu = torch.einsum("bdl,bnl,bdl->bdln", dt, B, u)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for i in range(u.shape[2]):  # the recurrence: sequential by definition
+        h = dA[:, :, i] * h + dBu[:, :, i]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, i]))
+    y = torch.stack(ys, dim=2) + u * D.float()[:, None]
+    return (y * F.silu(z)).to(dtype)
+
+
+def selective_scan(u, delta, A, B, C, D, z, delta_bias):
+    """:func:`selective_scan_reference`, or ``mamba_ssm``'s fused CUDA kernel for CUDA tensors when installed."""
+    if _fused_selective_scan is not None and u.is_cuda:
+        return _fused_selective_scan(u.contiguous(), delta.contiguous(), A.float(), B.contiguous(), C.contiguous(),
+                                     D.float(), z=z.contiguous(), delta_bias=delta_bias.float(), delta_softplus=True)
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
+
+
+# ---------------------------------------------------------------- layers
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps) * weight`` (Zhang & Sennrich 2019), computed in float32 as mamba_ssm's reference."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        out = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return out.to(self.weight.dtype)
+
+
+def _a_log_name(suffix: str) -> str:
+    """The authors' name of log(-A): ``A_log`` forward, ``A_b_log`` backward (Vim's spelling)."""
+    return "A_b_log" if suffix == "_b" else "A_log"
+
+
+class MambaMixer(nn.Module):
+    """Mamba mixer (Gu & Dao 2023, Fig. 3) with the authors' parameter names; ``bidirectional`` adds Vim's reversed
+    scan (its own ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b``; both directions share ``in_proj``, their gated outputs
+    are summed before ``out_proj``)."""
+
+    def __init__(self, c: EndoMambaConfig, bidirectional: bool):
+        super().__init__()
+        self.c = c
+        self.bidirectional = bidirectional
+        di = c.d_inner
+        self.in_proj = nn.Linear(c.embed_dim, 2 * di, bias=False)
+        self.out_proj = nn.Linear(di, c.embed_dim, bias=False)
+        for s in ("", "_b") if bidirectional else ("",):
+            setattr(self, "conv1d" + s, nn.Conv1d(di, di, c.d_conv, groups=di, padding=c.d_conv - 1))
+            setattr(self, "x_proj" + s, nn.Linear(di, c.dt_rank + 2 * c.d_state, bias=False))
+            setattr(self, "dt_proj" + s, nn.Linear(c.dt_rank, di))
+            setattr(self, _a_log_name(s), nn.Parameter(torch.log(torch.arange(1, c.d_state + 1.0)).repeat(di, 1)))
+            setattr(self, "D" + s, nn.Parameter(torch.ones(di)))
+
+    def _direction(self, xz: torch.Tensor, s: str) -> torch.Tensor:
+        """Gated SSM output ``[b, d_inner, L]`` of one direction for ``xz = in_proj(x)`` as ``[b, 2 d_inner, L]``."""
+        c = self.c
+        x, z = xz.chunk(2, dim=1)
+        conv = getattr(self, "conv1d" + s)
+        x = F.silu(F.conv1d(x, conv.weight, conv.bias, padding=c.d_conv - 1, groups=c.d_inner)[..., : xz.shape[-1]])
+        dt, B, C = getattr(self, "x_proj" + s)(x.transpose(1, 2)).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
+        dt_proj = getattr(self, "dt_proj" + s)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias goes into the scan (softplus(delta + bias))
+        A = -torch.exp(getattr(self, _a_log_name(s)).float())
+        return selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), getattr(self, "D" + s), z,
+                              dt_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xz = self.in_proj(x).transpose(1, 2)
+        y = self._direction(xz, "")
+        if self.bidirectional:
+            y = y + self._direction(xz.flip(-1), "_b").flip(-1)
+        return self.out_proj(y.transpose(1, 2))
+
+
+class MambaBlock(nn.Module):
+    """``residual = residual + hidden`` (float32); ``hidden = mixer(RMSNorm(residual))`` (mamba_ssm's Block)."""
+
+    def __init__(self, c: EndoMambaConfig, bidirectional: bool):
+        super().__init__()
+        self.mixer = MambaMixer(c, bidirectional)
+        self.norm = RMSNorm(c.embed_dim, c.norm_eps)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        residual = hidden.float() if residual is None else residual + hidden.float()
+        return self.mixer(self.norm(residual)), residual
+
+
+def temporal_sincos(num_frames: int, dim: int, device=None) -> torch.Tensor:
+    """Sinusoidal position of frames ``0..T-1`` ``[T, dim]``: ``sin`` on even channels, ``cos`` on odd ones, with
+    frequencies ``10000^(-2i/dim)`` (Vaswani et al. 2017, Sec. 3.5; the authors' ``PositionalEncoding``)."""
+    pos = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
+    freq = 10000 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    out = torch.zeros(num_frames, dim, device=device)
+    out[:, 0::2] = torch.sin(pos / freq)
+    out[:, 1::2] = torch.cos(pos / freq[: dim // 2])
+    return out
+
+
+def resize_pos_grid(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """Spatial position table ``[1, gh*gw, D]`` resized bicubically to another patch grid (for other input sizes;
+    the authors' code has a fixed 224 px grid)."""
+    if tuple(old) == tuple(new):
+        return table
+    d = table.shape[-1]
+    grid = table.float().reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d).to(table.dtype)
+
+
+class EndoMambaEncoder(nn.Module):
+    """The EndoMamba encoder with the authors' parameter names (``patch_embed.proj``, ``pos_embed``, ``cls_token``,
+    ``layers.N.{mixer, norm}``, ``norm_f``); ``forward(x [B, C, T, H, W]) -> [B, T' * Hp * Wp, D]`` in (t, h, w) order.
+    :meth:`forward_frames` keeps the per-frame layout ``[B, T', (1 +) Hp * Wp, D]`` with the class tokens."""
+
+    def __init__(self, c: EndoMambaConfig):
+        super().__init__()
+        self.config = c
+        self.patch_embed = nn.Module()
+        k = (c.tubelet_size, c.patch_size, c.patch_size)
+        self.patch_embed.proj = nn.Conv3d(c.in_chans, c.embed_dim, k, stride=k)
+        if c.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        n_pos = c.pos_grid[0] * c.pos_grid[1] + int(c.cls_token)
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, c.embed_dim))
+        self.layers = nn.ModuleList(MambaBlock(c, bidirectional=i < c.num_spatial_layers) for i in range(c.depth))
+        self.norm_f = RMSNorm(c.embed_dim, c.norm_eps)
+        self.embed_dim = c.embed_dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens + spatial and temporal positions: ``[B, T', (1 +) Np, D]`` (class token first, no time)."""
+        c = self.config
+        proj = self.patch_embed.proj
+        x = proj(x.to(proj.weight.dtype))
+        b, d, t, hp, wp = x.shape
+        x = x.permute(0, 2, 3, 4, 1).reshape(b * t, hp * wp, d)
+        pos = self.pos_embed
+        n_pre = int(c.cls_token)
+        pos_patch = resize_pos_grid(pos[:, n_pre:], c.pos_grid, (hp, wp))
+        x = (x + pos_patch).reshape(b, t, hp * wp, d)
+        x = x + temporal_sincos(t, d, x.device).to(x.dtype)[None, :, None]
+        if c.cls_token:
+            cls = (self.cls_token + pos[:, :1]).expand(b, t, 1, d)
+            x = torch.cat([cls.to(x.dtype), x], dim=2)
+        return x
+
+    def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.config.in_chans:
+            raise ValueError(f"expected a clip [B, C={self.config.in_chans}, T, H, W], got shape {tuple(x.shape)}")
+        h = self.embed(x)
+        b, t, n, d = h.shape
+        residual = None
+        for layer in self.layers:
+            if layer.mixer.bidirectional:  # each frame on its own
+                h, residual = layer(h.reshape(b * t, n, d), None if residual is None else residual.reshape(b * t, n, d))
+            else:  # the whole clip, causally, in (t, token) order
+                h, residual = layer(h.reshape(b, t * n, d), None if residual is None else residual.reshape(b, t * n, d))
+        out = self.norm_f(residual + h.float())
+        return out.reshape(b, t, n, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.forward_frames(x)
+        if self.config.cls_token:
+            out = out[:, :, 1:]
+        return out.flatten(1, 2)
