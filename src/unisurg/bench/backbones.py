@@ -618,3 +618,5 @@ register_backbone("resnet50", _lazy("unisurg.bench.backbones_image", "load_resne
                   "torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), frame by frame, last stage")
 register_backbone("endomamba", _lazy("unisurg.backbones.endomamba", "load_endomamba"),
                   "EndoMamba release (.pth, pretraining 'encoder.' or fine-tuned layout), 16 frames, 224 px")
+register_backbone("surgvlp", _lazy("unisurg.backbones.surgvlp", "load_surgvlp"),
+                  "SurgVLP release .pth (ResNet-50 + BERT), frame by frame; ?tokenizer=DIR for zero-shot")
