@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from unisurg.backbones.endomamba import build_endomamba
 from unisurg.bench.backbones import load_backbone
-from unisurg.models.endomamba import selective_scan_reference, temporal_sincos
+from unisurg.models.endomamba import selective_scan_chunked, selective_scan_reference, temporal_sincos
 from unisurg.models.strict_load import CheckpointError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "baselines" / "endomamba"
@@ -96,6 +96,19 @@ def test_selective_scan_reference_matches_naive_float64_recurrence():
                 zz = float(z[bi, di, t])
                 ref[bi, di, t] = y * zz / (1 + math.exp(-zz))
     assert (out.double() - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
+def test_chunked_scan_equals_the_recurrence(chunk):
+    g = torch.Generator().manual_seed(1)
+    b, d, n, L = 2, 5, 3, 37
+    u, delta, z = (torch.randn(b, d, L, generator=g) for _ in range(3))
+    A = -torch.exp(torch.randn(d, n, generator=g))
+    B, C = torch.randn(b, n, L, generator=g), torch.randn(b, n, L, generator=g)
+    D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    ref = selective_scan_reference(u, delta, A, B, C, D, z, bias)
+    out = selective_scan_chunked(u, delta, A, B, C, D, z, bias, chunk=chunk)
+    assert (out - ref).abs().max().item() < 1e-5
 
 
 def test_temporal_positions_are_the_transformer_sinusoids():

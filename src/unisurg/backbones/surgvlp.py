@@ -137,7 +137,8 @@ def load_surgvlp(arg: str, opts: SpecOptions, *, spec: str, device=None, dtype=N
                                   prefix=opts.take("prefix"))
     outside = [k for k in sd if not k.startswith(("backbone_img.", "backbone_text."))]
     if outside:
-        raise CheckpointError(f"{path}: unexpected key(s) outside backbone_img / backbone_text: {', '.join(outside[:10])}")
+        raise CheckpointError(f"{path}: unexpected key(s) outside backbone_img / backbone_text: "
+                              f"{', '.join(outside[:10])}")
     tokenizer = load_tokenizer(tok_dir, spec) if tok_dir is not None else None
     vlp = build_surgvlp(sd, source=str(path), tokenizer=tokenizer, text_heads=text_heads)
     for note in notes:

@@ -1,4 +1,4 @@
-"""EndoMamba (Tian et al., MICCAI 2025, arXiv:2502.19090): a VideoMamba-style state-space video encoder, in pure PyTorch.
+"""EndoMamba (Tian et al., MICCAI 2025, arXiv:2502.19090): a VideoMamba-style state-space video encoder, pure PyTorch.
 
 Architecture (the authors' ``videomamba/video_sm/models/endomamba*.py`` in nekocatso/EndoMamba):
 
@@ -12,8 +12,9 @@ Architecture (the authors' ``videomamba/video_sm/models/endomamba*.py`` in nekoc
   "spatial bidirectional, temporal causal scanning");
 * a final ``RMSNorm(residual + hidden)``.
 
-:func:`selective_scan` is the pure-PyTorch recurrence of ``mamba_ssm``'s ``selective_scan_ref`` and the path on
-the CPU; on CUDA, ``mamba_ssm``'s fused kernel is used when that package is installed (same arguments, same
+:func:`selective_scan_reference` is the pure-PyTorch recurrence of ``mamba_ssm``'s ``selective_scan_ref`` (the
+definition); :func:`selective_scan_chunked` computes the same in parallel chunks and is the path without
+``mamba_ssm``; on CUDA, ``mamba_ssm``'s fused kernel is used when that package is installed (same arguments, same
 result up to float rounding).
 
 Tokens: ``forward(x [B, C, T, H, W]) -> [B, T' * Hp * Wp, D]`` in (t, h, w) order (all patch tokens of frame 0 in
@@ -33,6 +34,9 @@ try:  # optional fused CUDA kernel (pip install mamba-ssm); the reference scan b
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _fused_selective_scan
 except ImportError:  # pragma: no cover - depends on the environment
     _fused_selective_scan = None
+
+
+SCAN_CHUNK = 16  # steps per parallel chunk of the pure-PyTorch scan (memory grows with its square)
 
 
 @dataclass
@@ -88,12 +92,52 @@ def selective_scan_reference(u, delta, A, B, C, D, z, delta_bias):
     return (y * F.silu(z)).to(dtype)
 
 
+def segment_sums(a: torch.Tensor) -> torch.Tensor:
+    """``out[..., t, s] = sum_{s < r <= t} a[..., r]`` for ``s <= t``, ``-inf`` above the diagonal; ``a``: ``[..., k]``.
+
+    Summed directly (masked cumulative sum, as Mamba-2's ``segsum``, Dao & Gu 2024) rather than as a difference of
+    prefix sums, which loses precision when the prefix sums are large.
+    """
+    k = a.shape[-1]
+    x = a[..., :, None].expand(*a.shape, k)  # x[..., r, s] = a_r
+    strict = torch.ones(k, k, dtype=torch.bool, device=a.device).tril(-1)
+    out = torch.cumsum(x.masked_fill(~strict, 0.0), dim=-2)
+    return out.masked_fill(~torch.ones(k, k, dtype=torch.bool, device=a.device).tril(), float("-inf"))
+
+
+def selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, chunk: int = SCAN_CHUNK):
+    """:func:`selective_scan_reference` computed ``chunk`` steps at a time in parallel, in float32.
+
+    Within a chunk, with log-decays ``a_r = dt_r A`` (<= 0 since ``A < 0``),
+    ``h_t = exp(sum_{r<=t} a_r) h_0 + sum_{s<=t} exp(sum_{s<r<=t} a_r) dt_s B_s u_s``: every exponent is <= 0;
+    the state ``h`` is carried from chunk to chunk. Memory ``O(b d n chunk^2)``; ``L / chunk`` Python steps instead
+    of ``L``. Equal to the recurrence up to float rounding (tested against it).
+    """
+    dtype = u.dtype
+    u, z = u.float(), z.float()
+    dt = F.softplus(delta.float() + delta_bias.float()[:, None])
+    A, B, C = A.float(), B.float(), C.float()
+    b, d, L = u.shape
+    h = u.new_zeros(b, d, A.shape[1])
+    ys = []
+    for l0 in range(0, L, chunk):
+        l1 = min(l0 + chunk, L)
+        a = dt[:, :, None, l0:l1] * A[None, :, :, None]  # log-decay per step [b, d, n, k]
+        dBu = (dt[:, :, l0:l1] * u[:, :, l0:l1])[:, :, None] * B[:, None, :, l0:l1]  # [b, d, n, k]
+        H = torch.einsum("bdnts,bdns->bdnt", torch.exp(segment_sums(a)), dBu)
+        H = H + torch.exp(torch.cumsum(a, dim=-1)) * h[..., None]
+        ys.append(torch.einsum("bdnt,bnt->bdt", H, C[:, :, l0:l1]))
+        h = H[..., -1]
+    y = torch.cat(ys, dim=2) + u * D.float()[:, None]
+    return (y * F.silu(z)).to(dtype)
+
+
 def selective_scan(u, delta, A, B, C, D, z, delta_bias):
-    """:func:`selective_scan_reference`, or ``mamba_ssm``'s fused CUDA kernel for CUDA tensors when installed."""
+    """``mamba_ssm``'s fused CUDA kernel for CUDA tensors when installed, else :func:`selective_scan_chunked`."""
     if _fused_selective_scan is not None and u.is_cuda:
         return _fused_selective_scan(u.contiguous(), delta.contiguous(), A.float(), B.contiguous(), C.contiguous(),
                                      D.float(), z=z.contiguous(), delta_bias=delta_bias.float(), delta_softplus=True)
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
+    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
 
 
 # ---------------------------------------------------------------- layers
@@ -120,8 +164,8 @@ def _a_log_name(suffix: str) -> str:
 
 class MambaMixer(nn.Module):
     """Mamba mixer (Gu & Dao 2023, Fig. 3) with the authors' parameter names; ``bidirectional`` adds Vim's reversed
-    scan (its own ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b``; both directions share ``in_proj``, their gated outputs
-    are summed before ``out_proj``)."""
+    scan (its own ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b``; both directions share ``in_proj``,
+    their gated outputs are summed before ``out_proj``)."""
 
     def __init__(self, c: EndoMambaConfig, bidirectional: bool):
         super().__init__()
