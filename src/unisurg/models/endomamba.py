@@ -13,9 +13,9 @@ Architecture (the authors' ``videomamba/video_sm/models/endomamba*.py`` in nekoc
 * a final ``RMSNorm(residual + hidden)``.
 
 :func:`selective_scan_reference` is the pure-PyTorch recurrence of ``mamba_ssm``'s ``selective_scan_ref`` (the
-definition); :func:`selective_scan_chunked` computes the same in parallel chunks and is the path without
-``mamba_ssm``; on CUDA, ``mamba_ssm``'s fused kernel is used when that package is installed (same arguments, same
-result up to float rounding).
+definition, and the CPU path); :func:`selective_scan_chunked` computes the same in parallel chunks (the CUDA path
+without ``mamba_ssm``); on CUDA, ``mamba_ssm``'s fused kernel is used when that package is installed (same
+arguments, same result up to float rounding).
 
 Tokens: ``forward(x [B, C, T, H, W]) -> [B, T' * Hp * Wp, D]`` in (t, h, w) order (all patch tokens of frame 0 in
 raster order, then frame 1, ...), the per-frame class tokens (fine-tuned variant) dropped.
@@ -133,11 +133,16 @@ def selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, chunk: int = SCA
 
 
 def selective_scan(u, delta, A, B, C, D, z, delta_bias):
-    """``mamba_ssm``'s fused CUDA kernel for CUDA tensors when installed, else :func:`selective_scan_chunked`."""
-    if _fused_selective_scan is not None and u.is_cuda:
-        return _fused_selective_scan(u.contiguous(), delta.contiguous(), A.float(), B.contiguous(), C.contiguous(),
-                                     D.float(), z=z.contiguous(), delta_bias=delta_bias.float(), delta_softplus=True)
-    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
+    """The scan on the tensors' device: on CUDA ``mamba_ssm``'s fused kernel when installed, else
+    :func:`selective_scan_chunked` (``L / 16`` launches instead of ``3 L``); on the CPU the recurrence
+    (:func:`selective_scan_reference`, measured faster there: ``benchmarks/selective_scan.py``)."""
+    if u.is_cuda:
+        if _fused_selective_scan is not None:
+            return _fused_selective_scan(u.contiguous(), delta.contiguous(), A.float(), B.contiguous(),
+                                         C.contiguous(), D.float(), z=z.contiguous(), delta_bias=delta_bias.float(),
+                                         delta_softplus=True)
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
 
 
 # ---------------------------------------------------------------- layers
