@@ -38,6 +38,18 @@ def test_pretraining_checkpoint_matches_official_code():
     assert (tokens - e["pretrain_tokens"]).abs().max().item() <= TOL
 
 
+def test_chunked_scan_path_matches_official_code(monkeypatch):
+    """The CUDA path without mamba_ssm (chunked scan), run here on the CPU, against the same official outputs."""
+    from unisurg.models import endomamba as em
+
+    monkeypatch.setattr(em, "selective_scan", em.selective_scan_chunked)
+    e = expected()
+    bb = load_backbone(f"endomamba:{FIX / 'endomamba_pretrain_tiny.pth'}")
+    with torch.no_grad():
+        tokens = bb.model(e["input"])
+    assert (tokens - e["pretrain_tokens"]).abs().max().item() <= TOL
+
+
 def test_finetuned_layout_with_class_token_matches_official_code():
     e = expected()
     bb = load_backbone(f"endomamba:{FIX / 'endomamba_cls_tiny.pth'}")

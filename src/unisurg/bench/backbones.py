@@ -19,6 +19,10 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``hf-image:FOLDER``       any HF image backbone with patch tokens or a feature map, frame by frame
 ``timm-vit:PATH``         timm-format ViT state dict (EndoViT, SurgeNet-ViT, MAE, ...), frame by frame
 ``resnet50:PATH``         torchvision-format ResNet-50 state dict (GastroNet, SurgeNet), last-stage feature map
+``endomamba:FILE``        EndoMamba release (pretraining ``encoder.`` or fine-tuned layout),
+                          :mod:`unisurg.backbones.endomamba`
+``surgvlp:FILE``          SurgVLP release (ResNet-50 + BERT), ``?tokenizer=DIR`` for zero-shot,
+                          :mod:`unisurg.backbones.surgvlp`
 ========================  =====================================================================================
 
 A bare path (no prefix) is recognised by its content. Options every kind accepts: ``name`` (display
