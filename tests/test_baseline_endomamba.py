@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from unisurg.backbones.endomamba import build_endomamba
-from unisurg.bench.backbones import load_backbone
+from unisurg.bench.backbones import detect_kind, load_backbone
 from unisurg.models.endomamba import selective_scan_chunked, selective_scan_reference, temporal_sincos
 from unisurg.models.strict_load import CheckpointError
 
@@ -64,6 +64,11 @@ def test_finetuned_layout_with_class_token_matches_official_code():
 
 def _sd(name):
     return torch.load(FIX / name, weights_only=True)["model"]
+
+
+def test_bare_path_is_recognised():
+    assert detect_kind(FIX / "endomamba_pretrain_tiny.pth", "?") == "endomamba"
+    assert load_backbone(str(FIX / "endomamba_cls_tiny.pth")).name.startswith("EndoMamba")
 
 
 def test_missing_or_unexpected_key_fails_naming_it():

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 pytest.importorskip("transformers")
 
 from unisurg.backbones.surgvlp import build_surgvlp  # noqa: E402
-from unisurg.bench.backbones import load_backbone  # noqa: E402
+from unisurg.bench.backbones import detect_kind, load_backbone  # noqa: E402
 from unisurg.models.strict_load import CheckpointError  # noqa: E402
 from unisurg.models.surgvlp import sentence_embedding, zero_shot_logits  # noqa: E402
 
@@ -87,6 +87,10 @@ def test_sentence_embedding_equals_word_piece_aggregation():
     assert torch.allclose(ours, _official_aggregation(hidden, ids, vocab), atol=1e-6)
     with pytest.raises(ValueError, match=r"\[SEP\]"):
         sentence_embedding(hidden, torch.ones(2, 8, dtype=torch.long), sep_id=2)
+
+
+def test_bare_path_is_recognised_as_surgvlp_not_resnet50():
+    assert detect_kind(FIX / "surgvlp_tiny.pth", "?") == "surgvlp"
 
 
 def test_zero_shot_logits_are_scaled_cosines():

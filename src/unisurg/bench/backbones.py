@@ -394,11 +394,20 @@ def detect_kind(path: Path, spec: str) -> str:
     fmt = detect_format(path)
     if fmt == "unisurg":
         return "unisurg"
-    from unisurg.bench.backbones_image import read_weights, sniff_image_state_dict
+    from unisurg.bench.backbones_image import read_weights, select_state_dict, sniff_image_state_dict
     from unisurg.models import interop_hf, interop_vjepa2
+    from unisurg.models.strict_load import CheckpointError
 
     obj = read_weights(path)
     if isinstance(obj, dict):
+        # first: a SurgVLP file also passes the HF and ResNet checks below (its BERT / ResNet keys)
+        for anchor, kind in (("backbone_img.global_embedder.weight", "surgvlp"),
+                             ("layers.0.mixer.in_proj.weight", "endomamba")):
+            try:
+                select_state_dict(obj, anchor, source=str(path))
+                return kind
+            except CheckpointError:
+                pass
         comps = {c: obj[c] for c in interop_vjepa2.COMPONENTS if isinstance(obj.get(c), dict)}
         if comps or interop_hf.is_hf_state_dict(obj):
             return "vjepa2"
