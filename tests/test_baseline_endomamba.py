@@ -66,6 +66,13 @@ def _sd(name):
     return torch.load(FIX / name, weights_only=True)["model"]
 
 
+def test_other_input_size_resamples_the_position_table():
+    bb = load_backbone(f"endomamba:{FIX / 'endomamba_pretrain_tiny.pth'}")
+    with torch.no_grad():
+        tokens = bb.model(torch.randn(1, 3, 2, 24, 24))
+    assert tokens.shape == (1, 2 * 3 * 3, 16) and torch.isfinite(tokens).all()
+
+
 def test_bare_path_is_recognised():
     assert detect_kind(FIX / "endomamba_pretrain_tiny.pth", "?") == "endomamba"
     assert load_backbone(str(FIX / "endomamba_cls_tiny.pth")).name.startswith("EndoMamba")

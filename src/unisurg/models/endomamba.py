@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisurg.bench.backbones_image import resample_pos_grid
+from unisurg.models.pos_embed import sincos_1d
+
 try:  # optional fused CUDA kernel (pip install mamba-ssm); the reference scan below is the definition
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _fused_selective_scan
 except ImportError:  # pragma: no cover - depends on the environment
@@ -221,25 +224,10 @@ class MambaBlock(nn.Module):
 
 
 def temporal_sincos(num_frames: int, dim: int, device=None) -> torch.Tensor:
-    """Sinusoidal position of frames ``0..T-1`` ``[T, dim]``: ``sin`` on even channels, ``cos`` on odd ones, with
-    frequencies ``10000^(-2i/dim)`` (Vaswani et al. 2017, Sec. 3.5; the authors' ``PositionalEncoding``)."""
-    pos = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
-    freq = 10000 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    out = torch.zeros(num_frames, dim, device=device)
-    out[:, 0::2] = torch.sin(pos / freq)
-    out[:, 1::2] = torch.cos(pos / freq[: dim // 2])
-    return out
-
-
-def resize_pos_grid(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
-    """Spatial position table ``[1, gh*gw, D]`` resized bicubically to another patch grid (for other input sizes;
-    the authors' code has a fixed 224 px grid)."""
-    if tuple(old) == tuple(new):
-        return table
-    d = table.shape[-1]
-    grid = table.float().reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d).to(table.dtype)
+    """Sinusoidal position of frames ``0..T-1`` ``[T, dim]``, frequencies ``10000^(-2k/dim)`` (Vaswani et al. 2017,
+    Sec. 3.5), *interleaved* as the authors' ``PositionalEncoding``: ``sin`` on even channels, ``cos`` on odd ones."""
+    table = sincos_1d(dim, torch.arange(num_frames, device=device, dtype=torch.float32))  # [sin... | cos...]
+    return table.view(num_frames, 2, dim // 2).transpose(1, 2).reshape(num_frames, dim)
 
 
 class EndoMambaEncoder(nn.Module):
@@ -270,7 +258,7 @@ class EndoMambaEncoder(nn.Module):
         x = x.permute(0, 2, 3, 4, 1).reshape(b * t, hp * wp, d)
         pos = self.pos_embed
         n_pre = int(c.cls_token)
-        pos_patch = resize_pos_grid(pos[:, n_pre:], c.pos_grid, (hp, wp))
+        pos_patch = resample_pos_grid(pos[:, n_pre:], c.pos_grid, (hp, wp))  # other input sizes
         x = (x + pos_patch).reshape(b, t, hp * wp, d)
         x = x + temporal_sincos(t, d, x.device).to(x.dtype)[None, :, None]
         if c.cls_token:
