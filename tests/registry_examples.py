@@ -165,6 +165,9 @@ BACKBONE_EXAMPLES = {
     "surgenet": lambda root: f"surgenet:{FIXTURES / 'surgenet' / 'caformer_surgenet.pth'}",
     "gsvit": lambda root: f"gsvit:{FIXTURES / 'gsvit' / 'gsvit_tiny.pkl'}?resolution=128&window=3",
     "selfsupsurg": lambda root: f"selfsupsurg:{FIXTURES / 'selfsupsurg' / 'model_final_checkpoint_tiny.torch'}",
+    "endomamba": lambda root: f"endomamba:{FIXTURES / 'endomamba' / 'endomamba_pretrain_tiny.pth'}",
+    "surgvlp": lambda root: f"surgvlp:{FIXTURES / 'surgvlp' / 'surgvlp_tiny.pth'}?tokenizer={FIXTURES / 'surgvlp' / 'tokenizer'}"
+                          "&text_heads=2",
     "gastronet": lambda root: f"gastronet:{FIXTURES / 'gastronet' / 'dino_checkpoint_tiny.pth'}?num_heads=2",
 }
 

@@ -75,7 +75,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | Path, obj, *, indent: int | None = 1, default: Callable = str) -> Path:
+def json_value(o):
+    """JSON form of the values our records hold besides JSON's own: numpy arrays and scalars as numbers, the rest as text."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)  # paths, dates, enums: their text
+
+
+def write_json_atomic(path: str | Path, obj, *, indent: int | None = 1, default: Callable = json_value) -> Path:
     """``obj`` as JSON (one trailing newline); values JSON cannot hold go through ``default``."""
     write_text_atomic(path, json.dumps(obj, indent=indent, default=default) + "\n")
     return Path(path)

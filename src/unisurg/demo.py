@@ -283,7 +283,7 @@ def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str,
     md += [f"![{f.stem}]({f.name})" for f in ribbons] + [""]
     md += ["## How to reproduce", "", "Each step, exactly as it ran:", ""]
     for what, line in p.commands:
-        md += [f"- {what}:", "", f"  ```", f"  {line}", f"  ```"]
+        md += [f"- {what}:", "", "  ```", f"  {line}", "  ```"]
     md += ["", "## Time", ""] + [f"- {k}: {v:.1f} s" for k, v in p.timings.items()]
     md += ["", "All numbers: `numbers.json`; the benchmark's own results, tables (Markdown, CSV, LaTeX) and figures "
            "are in the benchmark output folder next to this report."]

@@ -24,6 +24,10 @@ A spec is ``PREFIX:ARGUMENT[#COMPONENT][?key=value&key=value]`` (see :func:`back
 ``gsvit:PATH``            GSViT ``GSViT.pkl`` (EfficientViT-M5, BGR input), frame by frame
 ``selfsupsurg:PATH``      SelfSupSurg VISSL checkpoint (ResNet-50 under ``classy_state_dict``), frame by frame
 ``gastronet:PATH``        GastroNet / DINO ViT checkpoint (``teacher``/``student``), frame by frame
+``endomamba:FILE``        EndoMamba release (pretraining ``encoder.`` or fine-tuned layout),
+                          :mod:`unisurg.backbones.endomamba`
+``surgvlp:FILE``          SurgVLP release (ResNet-50 + BERT), ``?tokenizer=DIR`` for zero-shot,
+                          :mod:`unisurg.backbones.surgvlp`
 ``endofm:FILE``           Endo-FM's released ``.pth`` (TimeSformer, divided space-time), 8 frames of 224 px
 ``videomaev2:PATH``       VideoMAE V2 .pth or HF folder, native layout (q_bias/v_bias); 64 frames as 4 x 16
 ``surgrec-mae:FILE``      the released ``surgrec_mae.pth`` (VideoMAE pretraining layout, key ``model``)
@@ -54,6 +58,7 @@ from typing import Callable
 
 import torch
 
+from unisurg.backbones.endomamba import load_endomamba
 from unisurg.backbones.gastronet import load_gastronet
 from unisurg.backbones.gsvit import load_gsvit
 from unisurg.backbones.hf import load_dinov3, load_hf_image, load_videomae
@@ -61,6 +66,7 @@ from unisurg.backbones.image import (
     load_resnet50,
     load_timm_vit,
     read_weights,
+    select_state_dict,
     sniff_image_state_dict,
 )
 from unisurg.backbones.ours import (
@@ -79,6 +85,7 @@ from unisurg.backbones.spec import (
     triple,
 )
 from unisurg.backbones.surgenet import load_surgenet
+from unisurg.backbones.surgvlp import load_surgvlp
 from unisurg.backbones.video_baselines import (
     load_endofm,
     load_internvideo2,
@@ -88,6 +95,7 @@ from unisurg.backbones.video_baselines import (
 )
 from unisurg.models import interop_hf, interop_vjepa2
 from unisurg.models.checkpoint import CONFIG_NAME, detect_format
+from unisurg.models.strict_load import CheckpointError
 
 # ---------------------------------------------------------------- registry
 
@@ -205,6 +213,14 @@ def detect_kind(path: Path, spec: str) -> str:
 
     obj = read_weights(path)
     if isinstance(obj, dict):
+        # first: a SurgVLP file also passes the HF and ResNet checks below (its BERT / ResNet keys)
+        for anchor, kind in (("backbone_img.global_embedder.weight", "surgvlp"),
+                             ("layers.0.mixer.in_proj.weight", "endomamba")):
+            try:
+                select_state_dict(obj, anchor, source=str(path))
+                return kind
+            except CheckpointError:
+                pass
         if (kind := sniff_video_baseline(obj)) is not None:  # Endo-FM, InternVideo2, VideoMAE V2 native layouts
             return kind
         comps = {c: obj[c] for c in interop_vjepa2.COMPONENTS if isinstance(obj.get(c), dict)}
@@ -259,3 +275,7 @@ register_backbone("gsvit", load_gsvit, "GSViT.pkl (EfficientViT-M5; BGR, [0,1] p
 register_backbone("selfsupsurg", load_selfsupsurg, "SelfSupSurg VISSL .torch checkpoint (ResNet-50 trunk), frame by frame")
 register_backbone("gastronet", load_gastronet,
                   "GastroNet / DINO ViT checkpoint (teacher by default, #student), frame by frame")
+register_backbone("endomamba", load_endomamba,
+                  "EndoMamba release (.pth, pretraining 'encoder.' or fine-tuned layout), 16 frames, 224 px")
+register_backbone("surgvlp", load_surgvlp,
+                  "SurgVLP release .pth (ResNet-50 + BERT), frame by frame; ?tokenizer=DIR for zero-shot")

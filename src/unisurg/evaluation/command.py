@@ -28,6 +28,7 @@ from unisurg.evaluation.predict import (
     predict_video,
 )
 from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
+from unisurg.evaluation.zero_shot import RESULTS_NAME, run_zero_shot
 from unisurg.models.strict_load import CheckpointError
 from unisurg.typed_config import ConfigError
 
@@ -78,6 +79,12 @@ def add_parser(subparsers) -> None:
                                           "into the same --out merge into one table.")
     _common_data(p)
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
+    p.add_argument("--protocol", choices=("probe", "zero-shot"), default="probe",
+                   help="probe: attentive probing (default); zero-shot: classify the test split from text prompts "
+                        "with a vision-language backbone (surgvlp:FILE?tokenizer=DIR), no training")
+    p.add_argument("--prompts", type=Path, default=None, help="zero-shot: file of prompts, one line per class")
+    p.add_argument("--prompt-template", default=None, help="zero-shot: prompt of a class name, e.g. 'This is {}' "
+                                                           "(default '{}': the name itself)")
     p.set_defaults(func=run_bench)
 
     p = subparsers.add_parser("extract", help="cache the frozen features of a dataset for later probing")
@@ -126,6 +133,15 @@ def _guard(name: str, fn) -> int:
 
 def run_bench(a) -> int:
     def go():
+        if a.protocol == "zero-shot":
+            run_zero_shot(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
+                          overrides=a.overrides, strict=not a.lenient, prompts_file=a.prompts,
+                          template=a.prompt_template, progress=not a.quiet)
+            print(f"results: {a.out / RESULTS_NAME}")
+            return 0
+        if a.prompts is not None or a.prompt_template is not None:
+            raise BenchError("--prompts / --prompt-template only apply to --protocol zero-shot")
+
         run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
                       overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")

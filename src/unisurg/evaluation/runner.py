@@ -349,17 +349,9 @@ def save_probe(folder: Path, probe_one: torch.nn.Module, meta: dict) -> None:
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in probe_one.state_dict().items()}
     with atomic_path(folder / "probe.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "unisurg-probe"})
-    write_json_atomic(folder / "probe.json", meta, default=_json_default)
+    write_json_atomic(folder / "probe.json", meta)
 
 
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _figure_payload(prep: PreparedDataset, task: Task, test: SplitData, out_sel: np.ndarray, fr_list: list[FoldResult],
@@ -446,7 +438,7 @@ def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torc
         if arrays:
             write_atomic(run_dir / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
         run["run_dir"] = str(run_dir.relative_to(out))
-        write_json_atomic(run_dir / "run.json", run, default=_json_default)
+        write_json_atomic(run_dir / "run.json", run)
     return run
 
 
@@ -509,7 +501,7 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
         log(f"  {HONEST_LABEL}: {run['selection_metric']} = {h.get('value', float('nan')):.4f}")
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out_dir / RESULTS_NAME, results, default=_json_default)
+            write_json_atomic(out_dir / RESULTS_NAME, results)
 
             write_tables(results, out_dir)
     if out_dir is not None and cfg.report.figures:
