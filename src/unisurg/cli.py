@@ -150,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     from unisurg.bench.command import add_parser as add_bench_commands
     from unisurg.curate.command import add_parser as add_curate_command
     from unisurg.train.command import add_parser as add_pretrain_command
+    from unisurg.vlm.command import add_parser as add_vlm_commands
 
     for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
-                _add_demo, _add_ablate):
+                add_vlm_commands, _add_demo, _add_ablate):
         add(sub)
     return parser
 
