@@ -75,9 +75,10 @@ def parse_strict(answer: str, prompt: Prompt) -> Parsed:
     letters = prompt.letter_to_label
     if text in letters:
         return Parsed(letters[text], "letter")
-    names = {normalise(n): lab for lab, n in enumerate(prompt.names)}
-    if len(names) != len(prompt.names):  # two classes with the same name: names cannot decide
-        names = {}
+    owners: dict[str, list[int]] = {}
+    for lab, n in enumerate(prompt.names):
+        owners.setdefault(normalise(n), []).append(lab)
+    names = {n: labs[0] for n, labs in owners.items() if len(labs) == 1}  # a name two classes share decides nothing
     said = normalise(text)
     if said in names:
         return Parsed(names[said], "name")
