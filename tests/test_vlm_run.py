@@ -1,4 +1,4 @@
-"""``unisurg vlm`` end to end on tiny random checkpoints of three families (made offline by vlm_tiny.py
+"""``unisurg vlm`` end to end on tiny random checkpoints of five families (made offline by vlm_tiny.py
 and loaded the way a real checkpoint is) and a toy synthetic dataset: the report, SurgRec-format output,
 batching, resuming a killed run, merging shards, and the input modes."""
 
@@ -92,7 +92,7 @@ def test_cli_end_to_end(world, family, tmp_path):
     assert (out / "sensitivity.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_next"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava_next", "internvl"])
 def test_batched_answers_equal_one_by_one(world, family, tmp_path):
     study(world, tmp_path / "b4", family)
     study(world, tmp_path / "b1", family, "batch_size=1")

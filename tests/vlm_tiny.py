@@ -27,7 +27,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['co
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _tokenizer(special: list[str], pad: str, eos: str, chat_template: str | None):
+def _tokenizer(special: list[str], pad: str, eos: str, chat_template: str | None, extra: dict | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -36,7 +36,8 @@ def _tokenizer(special: list[str], pad: str, eos: str, chat_template: str | None
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tk.add_special_tokens(special)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token=pad, eos_token=eos)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token=pad, eos_token=eos,
+                                  **({"extra_special_tokens": extra} if extra else {}))
     if chat_template:
         tok.chat_template = chat_template
     return tok, vocab
@@ -75,6 +76,28 @@ def qwen2_5_vl(out: Path, seed: int = 0) -> Path:
         vision_start_token_id=v["<|vision_start|>"], vision_end_token_id=v["<|vision_end|>"])
     ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
     return _save(cfg, tok, ip, {"processor_class": "Qwen2_5_VLProcessor"}, out, seed)
+
+
+def qwen3_vl(out: Path, seed: int = 0) -> Path:
+    from transformers import Qwen3VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tmpl = CHATML.replace("{{ IMG }}", "<|vision_start|><|image_pad|><|vision_end|>").replace(
+        "{{ VID }}", "<|vision_start|><|video_pad|><|vision_end|>")
+    tok, v = _tokenizer(QWEN_SPECIAL, "<|endoftext|>", "<|im_end|>", tmpl)
+    cfg = Qwen3VLConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16,
+                         initializer_range=0.5, num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2],
+                                          "mrope_interleaved": True},
+                         eos_token_id=v["<|im_end|>"], pad_token_id=v["<|endoftext|>"]),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                           deepstack_visual_indexes=[0]),
+        image_token_id=v["<|image_pad|>"], video_token_id=v["<|video_pad|>"],
+        vision_start_token_id=v["<|vision_start|>"], vision_end_token_id=v["<|vision_end|>"])
+    ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16, patch_size=16, merge_size=2)
+    return _save(cfg, tok, ip, {"processor_class": "Qwen3VLProcessor"}, out, seed)
 
 
 def llava_next(out: Path, seed: int = 0) -> Path:
@@ -118,4 +141,24 @@ def llava_onevision(out: Path, seed: int = 0) -> Path:
     return _save(cfg, tok, ip, proc_cfg, out, seed)
 
 
-BUILDERS = {"qwen2_5_vl": qwen2_5_vl, "llava_next": llava_next, "llava_ov": llava_onevision}
+def internvl(out: Path, seed: int = 0) -> Path:
+    from transformers import InternVLConfig
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    extra = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    tmpl = CHATML.replace("{{ IMG }}", "<IMG_CONTEXT>\n").replace("{{ VID }}", "<video>\n")
+    tok, v = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra.values()], "<|endoftext|>", "<|im_end|>",
+                        tmpl, extra)
+    cfg = InternVLConfig(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=[28, 28], patch_size=[14, 14]),
+        text_config=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         initializer_range=0.5, num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tok),
+                         max_position_embeddings=2048, eos_token_id=v["<|im_end|>"], pad_token_id=v["<|endoftext|>"]),
+        image_token_id=v["<IMG_CONTEXT>"], image_seq_length=1, downsample_ratio=0.5)
+    ip = GotOcr2ImageProcessorPil(size={"height": 28, "width": 28}, crop_to_patches=True, min_patches=1, max_patches=2)
+    return _save(cfg, tok, ip, {"processor_class": "InternVLProcessor", "image_seq_length": 1}, out, seed)
+
+
+BUILDERS = {"qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl, "llava_next": llava_next, "llava_ov": llava_onevision, "internvl": internvl}
