@@ -179,3 +179,26 @@ def test_probe_rows_in_the_report(world, reference, tmp_path):
     path.write_text(json.dumps(bench))
     with pytest.raises(FileNotFoundError, match="no probe run on dataset 'synthetic'"):
         merge_study(reference, probe_results=path, bootstrap_n=50, log=lambda m: None)
+
+
+def test_surgrec_split_clips_use_their_middle_frame(world, tmp_path):
+    """A dataset in SurgRec's split-CSV format (their 16 datasets): one trimmed clip per line, names from label_map.json."""
+    from conftest import write_video
+
+    root = tmp_path / "data"
+    for k in range(4):  # 2 s clips at 10 fps -> 8 frames in the 4 fps store; the middle one is frame 4
+        write_video(root / "clips" / f"c{k}.mp4", n_frames=20, fps=10, size=(64, 96), seed=k)
+    (root / "splits").mkdir()
+    lines = {"train": ["c0 0", "c1 1"], "val": ["c2 1"], "test": ["c2 1", "c3 0"]}
+    for split, rows in lines.items():
+        (root / "splits" / f"{split}.csv").write_text(
+            "".join(f"__DATA_ROOT__/clips/{name}.mp4 {lab}\n" for name, lab in (r.split() for r in rows)))
+    (root / "splits" / "label_map.json").write_text(json.dumps({"index_to_label": {"0": "no_polyp", "1": "polyp"}}))
+    cfg = load_vlm_config([f"cache_dir={world['cache']}", "bootstrap_n=20", "max_new_tokens=4", 'prompts=["baseline"]'])
+    res = run_study(world["models"]["llava_next"], "surgrec", root, tmp_path / "out", cfg, log=lambda m: None)
+    assert res["pending"] == 0
+    samples = json.loads((tmp_path / "out" / "samples.json").read_text())
+    assert [(s["key"], s["label"], s["indices"]) for s in samples] == [("clips/c2", 1, [4]), ("clips/c3", 0, [4])]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["class_names"] == ["no_polyp", "polyp"]
+    assert run["prompts"]["baseline"]["text"].endswith("A. no polyp\nB. polyp")

@@ -99,9 +99,21 @@ def test_sensitivity_pairs_flips_and_spread_against_naive():
         nb = sum(1 for i in range(n) if a[i] == y[i] and b[i] != y[i])
         nc = sum(1 for i in range(n) if a[i] != y[i] and b[i] == y[i])
         assert pair["mcnemar"]["p_value"] == pytest.approx(binomtest(nb, nb + nc, 0.5).pvalue if nb + nc else 1.0)
+    ps = sorted(p["mcnemar"]["p_value"] for p in s["pairs"])
+    assert min(p["mcnemar"]["p_holm"] for p in s["pairs"]) == pytest.approx(min(1.0, 3 * ps[0]))
     kinds = {(p["a"], p["b"]): p["kind"] for p in s["pairs"]}
     assert kinds == {("baseline", "stability_v1"): "rewording", ("baseline", "baseline@rev"): "reordering",
                      ("stability_v1", "baseline@rev"): "both"}
     all_same = [len({preds[k][i] for k in preds}) == 1 for i in range(n)]
     assert s["flip_rate_all"] == pytest.approx(1 - np.mean(all_same))
     assert any_flip_rate(np.stack([y, y])) == 0.0
+
+
+def test_holm_adjustment_by_hand():
+    from unisurg.vlm.statistics import holm
+
+    # sorted 0.01, 0.02, 0.03, 0.5 (m = 4): 0.04, 0.06, 0.06 (kept monotone: max(0.06, 0.06)), 0.5
+    assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert holm([0.4, 0.3]) == pytest.approx([0.6, 0.6])  # 2 x 0.3 = 0.6, then max(0.6, 1 x 0.4)
+    assert holm([0.9, 0.8, 0.7]) == pytest.approx([1.0, 1.0, 1.0])
+    assert holm([]) == []

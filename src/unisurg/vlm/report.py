@@ -112,13 +112,13 @@ def markdown(run: dict, results: dict, probes: list[dict], parser: str = "surgre
                   "Mean pairwise flip rate under rewording: "
                   + ("-" if fr["rewording"] is None else f"{100 * fr['rewording']:.1f}%")
                   + "; under option reordering: " + ("-" if fr["reordering"] is None else f"{100 * fr['reordering']:.1f}%") + ".",
-                  "", "| A | B | change | Δacc (B-A) [95% CI] | McNemar b / c | p (exact) | flip rate |",
-                  "|---|---|---|---|---|---|---|"]
+                  "", "| A | B | change | Δacc (B-A) [95% CI] | McNemar b / c | p (exact) | p (Holm) | flip rate |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in sens["pairs"]:
             mc = p["mcnemar"]
             lines.append(f"| {p['a']} | {p['b']} | {p['kind']} | {100 * p['delta_accuracy']:+.1f} "
                          f"[{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] | {mc['b']} / {mc['c']} | "
-                         f"{mc['p_value']:.3g} | {100 * p['flip_rate']:.1f}% |")
+                         f"{mc['p_value']:.3g} | {mc['p_holm']:.3g} | {100 * p['flip_rate']:.1f}% |")
         if "baseline" in run["prompts"] and "stability_v1" in run["prompts"]:
             d = [p for p in sens["pairs"] if {p["a"], p["b"]} == {"baseline", "stability_v1"}][0]
             sign = 1 if d["a"] == "baseline" else -1

@@ -19,6 +19,7 @@ templates, made testable):
 * per pair of prompts: the accuracy difference with a **paired** bootstrap CI (the same
   resampled groups for both prompts), and the **exact McNemar test** (two-sided binomial test of
   the discordant pairs, b ~ Bin(b + c, 1/2));
+  with Holm's step-down adjustment of the McNemar p-values over all pairs (many pairs are tested at once);
 * ``flip rate``: the fraction of samples whose parsed answer (unparsed = its own answer) differs
   between two prompts; over all prompts, the fraction not given the same answer by every prompt;
   split into flips under rewording (same option order, other template) and under reordering
@@ -104,6 +105,18 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     return {"b": b, "c": c, "p_value": float(min(1.0, 2.0 * tail))}
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): the i-th smallest of m is multiplied by m - i
+    (i from 0), made non-decreasing in that order, capped at 1; returned in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
 def paired_difference(y_true, pred_a, pred_b, resamples: list[np.ndarray]) -> dict[str, float]:
     """Accuracy of B minus accuracy of A, with the paired bootstrap CI (same resamples for both)."""
     y_true = np.asarray(y_true, np.int64)
@@ -142,6 +155,8 @@ def sensitivity(y_true, preds: dict[str, np.ndarray], groups, *, n_boot: int, se
         pairs.append({"a": a, "b": b, "kind": kind, **paired_difference(y_true, preds[a], preds[b], resamples),
                       "mcnemar": mcnemar_exact(preds[a] == y_true, preds[b] == y_true),
                       "flip_rate": flip_rate(preds[a], preds[b])})
+    for pair, adj in zip(pairs, holm([p["mcnemar"]["p_value"] for p in pairs])):
+        pair["mcnemar"]["p_holm"] = adj
     out = {
         "prompts": names,
         "spread": {"max_minus_min": float(accs.max() - accs.min()), "std": float(accs.std()),
