@@ -202,3 +202,23 @@ def test_surgrec_split_clips_use_their_middle_frame(world, tmp_path):
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["class_names"] == ["no_polyp", "polyp"]
     assert run["prompts"]["baseline"]["text"].endswith("A. no polyp\nB. polyp")
+
+
+def test_cli_errors_are_clear(world, tmp_path, capsys):
+    args = ["--dataset", "synthetic", "--root", str(world["synth"]), "--out", str(tmp_path / "o"), "--quiet",
+            f"cache_dir={world['cache']}"]
+    assert cli("vlm", "--model", str(tmp_path), *args) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert cli("vlm", "--model", str(world["models"]["qwen2_5_vl"]), *args, "--prompts", "baseline@sideways") == 2
+    assert "option order 'sideways'" in capsys.readouterr().err
+    assert cli("vlm", "--model", str(world["models"]["qwen2_5_vl"]), *args, "--shard", "2/2") == 2
+    assert "0 <= i < n" in capsys.readouterr().err
+    assert cli("vlm", "--model", str(world["models"]["qwen2_5_vl"]), *args, "temperature=0.7") == 2
+    assert "unknown config key 'temperature'" in capsys.readouterr().err
+
+
+def test_evenly_spaced_subsample():
+    from unisurg.vlm.inputs import evenly_spaced
+
+    assert evenly_spaced(10, 3).tolist() == [1, 5, 8]
+    assert evenly_spaced(4, 0).tolist() == [0, 1, 2, 3] and evenly_spaced(4, 9).tolist() == [0, 1, 2, 3]

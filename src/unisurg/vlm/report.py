@@ -25,7 +25,7 @@ import numpy as np
 
 from unisurg.atomic_files import write_atomic
 from unisurg.vlm.parsing import PARSERS, parse_answer
-from unisurg.vlm.prompts import Prompt
+from unisurg.vlm.prompts import Prompt, display_name
 from unisurg.vlm.statistics import UNPARSED, bootstrap_groups, metrics_with_ci, sensitivity
 
 REPORT_NAME = "report.md"
@@ -34,8 +34,7 @@ FIGURE_NAME = "sensitivity.png"
 
 
 def _prompt(name: str, spec: dict, class_names: list[str]) -> Prompt:
-    from unisurg.vlm.prompts import display_name
-
+    """The prompt as it was asked (run.json), for parsing its answers."""
     return Prompt(name, spec["template"], spec["order"], spec["text"], tuple(spec["options"]),
                   tuple(display_name(c) for c in class_names))
 

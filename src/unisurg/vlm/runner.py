@@ -35,6 +35,7 @@ from unisurg.vlm.families import (
 )
 from unisurg.vlm.inputs import StudyData, load_study_data
 from unisurg.vlm.prompts import Prompt, build_prompts
+from unisurg.vlm.report import write_report
 
 RUN_NAME = "run.json"
 SAMPLES_NAME = "samples.json"
@@ -182,8 +183,6 @@ def merge_study(out: Path | str, *, probe_results: Path | str | None = None, sur
                 log: Callable[[str], None] = print) -> Path:
     """Read every answer log of the folder, check that each (sample, prompt) of ``run.json`` is answered,
     and write the report (:func:`unisurg.vlm.report.write_report`). Returns the report's path."""
-    from unisurg.vlm.report import write_report
-
     out = Path(out)
     if not (out / RUN_NAME).is_file() or not (out / SAMPLES_NAME).is_file():
         raise StudyError(f"{out}: no {RUN_NAME} / {SAMPLES_NAME}; is this the --out folder of `unisurg vlm`?")
