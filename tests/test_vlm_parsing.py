@@ -99,3 +99,15 @@ def test_strict_parser(answer, label):
 def test_strict_parser_refuses_names_when_two_classes_share_one():
     p = build_prompt("baseline", ("cut", "cut", "clip"))
     assert parse_strict("cut", p).label is None and parse_strict("clip", p).label == 2 and parse_strict("B", p).label == 1
+
+
+def test_surgrec_parser_matches_their_code_on_random_answers():
+    """tests/fixtures/surgrec_parse_cases.json: the labels SurgRec's own parser gave (see its _source)."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "surgrec_parse_cases.json").read_text())
+    prompts = {k: build_prompt("baseline", tuple(v)) for k, v in data["label_maps"].items()}
+    got = [parse_surgrec(c["answer"], prompts[c["map"]]).label for c in data["cases"]]
+    assert got == [c["surgrec_label"] for c in data["cases"]]
+    assert len(data["cases"]) == 360 and sum(g is None for g in got) > 50 and sum(g is not None for g in got) > 150
