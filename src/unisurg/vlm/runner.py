@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from unisurg.vlm.families import (
     load_processor,
     question_text,
     resolve_device_dtype,
+    torchvision_available,
 )
 from unisurg.vlm.inputs import StudyData, load_study_data
 from unisurg.vlm.prompts import Prompt, build_prompts
@@ -98,19 +100,27 @@ def reconcile_run(out: Path, settings: dict) -> dict:
     return merged
 
 
-@torch.inference_mode()
-def generate_answers(model, processor, family: Family, data: StudyData, samples: list, prompt: Prompt,
-                     cfg: VLMConfig, max_new_tokens: int) -> list[str]:
-    """Greedy answers of one batch of samples to one prompt (raw decoded text, stripped)."""
+def batch_media(data: StudyData, samples: list, cfg: VLMConfig) -> list:
+    """The pixels of a batch: every sample's images in order, or one ``[T, H, W, 3]`` array per sample (video)."""
+    if cfg.input == "video":
+        return [data.frames_array(s) for s in samples]
+    return [im for s in samples for im in data.images(s)]
+
+
+def model_inputs(processor, family: Family, samples: list, media: list, prompt: Prompt, cfg: VLMConfig):
+    """The processor's batch for one prompt and a few samples (resizing, tokens; left-padded)."""
     video = cfg.input == "video"
     if video and not family.video:
         raise ModelLoadError(f"family {family.name} takes no video input; use input=middle or input=frames")
     texts = [question_text(processor, family, prompt.text, len(s.indices), video) for s in samples]
     if video:
-        inputs = processor(text=texts, videos=[data.frames_array(s) for s in samples], return_tensors="pt", padding=True)
-    else:
-        images = [im for s in samples for im in data.images(s)]
-        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        return processor(text=texts, videos=media, return_tensors="pt", padding=True)
+    return processor(text=texts, images=media, return_tensors="pt", padding=True)
+
+
+@torch.inference_mode()
+def generate_answers(model, processor, inputs, max_new_tokens: int) -> list[str]:
+    """Greedy answers to one batch of :func:`model_inputs` (raw decoded text, stripped)."""
     inputs = inputs.to(model.device)
     for k, v in inputs.items():  # pixels in the model's dtype (bf16 on GPU); ids and masks stay integer
         if torch.is_floating_point(v):
@@ -121,6 +131,19 @@ def generate_answers(model, processor, family: Family, data: StudyData, samples:
     return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
 
 
+def batches(todo: list[tuple[Prompt, list]], batch_size: int, limit: int | None):
+    """(prompt, samples) batches in order, at most ``limit`` samples in all."""
+    left = limit
+    for prompt, samples in todo:
+        for b in range(0, len(samples), batch_size):
+            batch = samples[b:b + batch_size] if left is None else samples[b:b + min(batch_size, left)]
+            if not batch:
+                return
+            yield prompt, batch
+            if left is not None:
+                left -= len(batch)
+
+
 def run_study(model_dir: Path | str, dataset: str, root: Path | str, out: Path | str, cfg: VLMConfig, *,
               shard: tuple[int, int] = (0, 1), strict: bool = True, limit: int | None = None,
               progress: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -129,6 +152,11 @@ def run_study(model_dir: Path | str, dataset: str, root: Path | str, out: Path |
     Returns ``{"answered": new answers, "pending": pairs left in this shard, "report": path or None}``."""
     model_dir, root, out = Path(model_dir), Path(root), Path(out)
     family = detect_family(model_dir, cfg.family)
+    if cfg.input == "video" and not family.video:
+        raise ModelLoadError(f"family {family.name} takes no video input; use input=middle or input=frames")
+    if cfg.input == "video" and not torchvision_available():
+        raise ModelLoadError("input=video needs torchvision (transformers' video processors use it); install it or "
+                             "use input=middle / input=frames")
     device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     data = load_study_data(dataset, root, cfg, strict=strict, progress=progress)
     prompts = build_prompts(cfg.prompts, data.class_names)
@@ -153,19 +181,21 @@ def run_study(model_dir: Path | str, dataset: str, root: Path | str, out: Path |
             from tqdm import tqdm
 
             bar = tqdm(total=pending, desc="vlm answers", unit="answer")
-        with AnswerLog(answer_file(out, shard)) as alog:
-            for prompt, samples in todo:
-                for b in range(0, len(samples), cfg.batch_size):
-                    if limit is not None and answered >= limit:
-                        break
-                    batch = samples[b:b + cfg.batch_size]
-                    if limit is not None:
-                        batch = batch[:limit - answered]
-                    answers = generate_answers(model, processor, family, data, batch, prompt, cfg, max_new)
-                    alog.append([{"sample": s.key, "prompt": prompt.name, "answer": a} for s, a in zip(batch, answers)])
-                    answered += len(batch)
-                    if bar is not None:
-                        bar.update(len(batch))
+        work = list(batches(todo, cfg.batch_size, limit))
+        # the next batch's frames are read and decoded on a thread while the model generates (the processor
+        # stays on this thread: a fast tokenizer used from two threads at once can fail)
+        with AnswerLog(answer_file(out, shard)) as alog, ThreadPoolExecutor(1) as pool:
+            fetch = lambda k: pool.submit(batch_media, data, work[k][1], cfg)  # noqa: E731
+            nxt = fetch(0) if work else None
+            for k, (prompt, batch) in enumerate(work):
+                media = nxt.result()
+                nxt = fetch(k + 1) if k + 1 < len(work) else None
+                inputs = model_inputs(processor, family, batch, media, prompt, cfg)
+                answers = generate_answers(model, processor, inputs, max_new)
+                alog.append([{"sample": s.key, "prompt": prompt.name, "answer": a} for s, a in zip(batch, answers)])
+                answered += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
         if bar is not None:
             bar.close()
     left = pending - answered
