@@ -222,3 +222,12 @@ def test_evenly_spaced_subsample():
 
     assert evenly_spaced(10, 3).tolist() == [1, 5, 8]
     assert evenly_spaced(4, 0).tolist() == [0, 1, 2, 3] and evenly_spaced(4, 9).tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("family", sorted(vlm_tiny.BUILDERS))
+def test_bfloat16_path(world, family, tmp_path):
+    """The GPU default (bf16 weights, pixels cast to bf16) runs on CPU too; run.json records the dtype."""
+    res = study(world, tmp_path / "out", family, "dtype=bfloat16", 'prompts=["baseline"]', "max_samples=4")
+    assert res["pending"] == 0
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["dtype"] == "bfloat16"
+    assert len(read_answers(tmp_path / "out")) == 4
