@@ -27,6 +27,7 @@ from unisurg.models.strict_load import CheckpointError
 from unisurg.synth.generate import generate_dataset
 from unisurg.train.command import add_parser as add_pretrain_command
 from unisurg.typed_config import ConfigError
+from unisurg.vlm.command import add_parser as add_vlm_commands
 
 
 def _positive_int(text: str) -> int:
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
-                _add_demo, _add_ablate):
+                add_vlm_commands, _add_demo, _add_ablate):
         add(sub)
     return parser
 
