@@ -15,7 +15,7 @@ import torch
 from unisurg.typed_config import ConfigError
 from unisurg.models.strict_load import CheckpointError
 from unisurg.train.pretrain_config import load_pretrain_config
-from unisurg.train.yaml_presets import pretrain_presets
+from unisurg.train.pretrain_config import pretrain_presets
 from conftest import synth_store
 
 torch.set_num_threads(1)

@@ -9,10 +9,13 @@ is coerced to (or rejected as not being) the field's declared type.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -229,3 +232,29 @@ def load_config(cls: type[T], source: str | Path | dict | None = None,
 
 def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **changes)
+
+
+def _resolve_preset(name: str, raw: dict[str, dict], chain: tuple[str, ...] = ()) -> dict:
+    if name in chain:
+        raise ConfigError(f"preset base cycle: {' -> '.join(chain + (name,))}")
+    data = dict(raw[name])
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if base not in raw:
+        raise ConfigError(f"preset {name}: base '{base}' is not a preset ({', '.join(sorted(raw))})")
+    return _deep_merge(_resolve_preset(base, raw, chain + (name,)), data)
+
+
+@functools.lru_cache(maxsize=None)
+def _presets_of(kind: str) -> dict[str, dict]:
+    folder = resources.files("unisurg").joinpath("configs", kind)
+    raw = {e.name[: -len(".yaml")]: read_yaml(Path(str(e))) for e in folder.iterdir() if e.name.endswith(".yaml")}
+    return {name: _resolve_preset(name, raw) for name in raw}
+
+
+def yaml_presets(kind: str) -> dict[str, dict]:
+    """The named configurations shipped as YAML in ``unisurg/configs/<kind>/`` (``pretrain``, ``bench``, ...),
+    ``{name: resolved dict}``. A preset may start from another with ``base: NAME`` (nested mappings merged);
+    users copy a file, change it, and pass its path to the command's ``--config``."""
+    return copy.deepcopy(_presets_of(kind))

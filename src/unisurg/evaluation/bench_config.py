@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from unisurg.typed_config import load_config, to_dict
+from unisurg.typed_config import load_config, to_dict, yaml_presets
 
 
 @dataclass
@@ -162,19 +162,8 @@ class BenchConfig:
         return to_dict(self)
 
 
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    # CPU-sized: tiny clips, a 2-block narrow probe, 4 probes, few bootstrap resamples
-    "tiny": {
-        "clip": {"frames": 4, "res": 32, "short_side": 36, "clip_fps": 2.0},
-        "probe": {"depth": 2, "heads": 2, "width": None, "decoder_hidden": 32},
-        "train": {"epochs": 3, "batch_size": 8, "lrs": [3e-3, 3e-4], "wds": [0.01, 0.1], "eval_batch_size": 16},
-        "features": {"shard_size": 16, "batch_size": 8},
-        "report": {"bootstrap_n": 100, "max_figures": 4},
-    },
-}
 
 
 def load_bench_config(source: str | dict | None = None, overrides: list[str] | None = None) -> BenchConfig:
     """``BenchConfig`` from a preset name (``paper``, ``tiny``), a YAML file or a dict, plus ``key=value`` overrides."""
-    return load_config(BenchConfig, "paper" if source is None else source, overrides or [], PRESETS)
+    return load_config(BenchConfig, "paper" if source is None else source, overrides or [], yaml_presets("bench"))

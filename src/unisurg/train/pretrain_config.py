@@ -25,8 +25,7 @@ from unisurg.models.predictor import PredictorConfig
 from unisurg.models.presets import PRESETS
 from unisurg.models.vit import EncoderConfig
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig
-from unisurg.train.yaml_presets import pretrain_presets
-from unisurg.typed_config import ConfigError, load_config, to_dict
+from unisurg.typed_config import ConfigError, load_config, to_dict, yaml_presets
 
 __all__ = [
     "DataConfig", "ModelConfig", "MaskConfig", "LossConfig", "OptimConfig", "EmaConfig", "ScheduleConfig",
@@ -368,3 +367,8 @@ def load_pretrain_config(source: str | Path | dict | None = None, overrides: lis
     then dotted ``key=value`` overrides."""
 
     return load_config(PretrainConfig, source, overrides, presets=pretrain_presets())
+
+
+def pretrain_presets() -> dict[str, dict]:
+    """The shipped pretraining presets (``unisurg/configs/pretrain/*.yaml``), resolved."""
+    return yaml_presets("pretrain")
