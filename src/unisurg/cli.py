@@ -1,4 +1,4 @@
-"""The ``unisurg`` command: a thin front over the library (each command imports what it needs)."""
+"""The ``unisurg`` command: a thin front over the library; each subcommand calls one function of a package."""
 
 from __future__ import annotations
 
