@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+
+from unisurg.strict_yaml import safe_load_strict
 
 T = TypeVar("T")
 
@@ -91,6 +94,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # nan / inf pass every "< 0" check and poison a run later
+            raise ConfigError(f"{path}: {value!r} is not a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -121,6 +126,18 @@ def _build(cls: type[T], data: dict, path: str = "") -> T:
         except (ValueError, AssertionError) as e:
             raise ConfigError(f"{path or cls.__name__}: {e}") from None
     return obj
+
+
+def check_output_folder(path: str | Path, key: str) -> None:
+    """Refuse an output folder ``path`` (config key or option ``key``) that exists as something else
+    than a folder, or lies below a file (it could never be created)."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                where = "is" if q == p else f"lies below {q}, which is"
+                raise ConfigError(f"{key}={p} {where} a file, not a folder; choose another output folder")
+            return
 
 
 def to_dict(cfg: Any) -> dict:
@@ -157,7 +174,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_strict(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from None
     return key.split("."), value
@@ -178,7 +195,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_strict(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:

@@ -30,6 +30,7 @@ from torch import nn
 from unisurg.bench.backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneSpecError, SpecOptions,
                                      fingerprint_path, vit_size_name)
 from unisurg.models.checkpoint import torch_load_weights
+from unisurg.models.integrity import read_safetensors
 from unisurg.models.blocks import MLP, Attention
 from unisurg.models.strict_load import CheckpointError, load_strict
 
@@ -56,9 +57,7 @@ def read_weights(path: str | Path):
     training args) are allowed, nothing else that needs unpickling code."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)[0]
     with torch.serialization.safe_globals([argparse.Namespace]):
         return torch_load_weights(path)
 

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from unisurg.train.divergence import TrainingDiverged
+
 DESCRIPTION = """Pretrain a video encoder: UniSurg (default objective), SurgRec-JEPA (loss.objective=vjepa) or
 SurgRec-MAE (loss.objective=mae). --config takes a preset (tiny, bench-s, vitl-stage1, vitl-stage2,
 surgrec-jepa, surgrec-mae) or a YAML file (which may start with `base: PRESET`); then any number of
@@ -48,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(cfg)
         return 0
-    train(cfg, resume=args.resume)
+    try:
+        train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"unisurg pretrain: error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from unisurg.config import ConfigError, load_config, to_dict
+from unisurg.config import ConfigError, check_output_folder, load_config, to_dict
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig
 
 __all__ = [
@@ -270,6 +270,7 @@ class RunConfig:
             raise ValueError(f"run.checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
         if not str(self.out).strip():
             raise ValueError("run.out must name an output folder")
+        check_output_folder(self.out, "run.out")
 
 
 @dataclass

@@ -27,7 +27,9 @@ from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
 from unisurg.models.presets import build_encoder, build_predictor
 from unisurg.train import checkpointing as ckpt
 from unisurg.train.config import PretrainConfig
+from unisurg.models.strict_load import nonfinite_tensors
 from unisurg.train.data import TrainData, build_data
+from unisurg.train.divergence import check_loss, check_weights
 from unisurg.train.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier, broadcast_object,
                                        init_distributed, shard_fsdp, shutdown, unwrap, wrap_ddp)
 from unisurg.train.logs import RunLogger
@@ -167,6 +169,7 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         self.out = Path(cfg.run.out)
         self.checkpoints = self.out / "checkpoints"
+        self.resume_notes: list[str] = []  # damaged checkpoints passed over (repeated in the run's summary)
         self.resume_from = self._find_resume(resume)
         _seed_everything(cfg.run.seed)
         self.data: TrainData = build_data(cfg, self.info)
@@ -213,11 +216,18 @@ class Trainer:
             ckpt.clean_temporaries(self.checkpoints)
             ckpt.clean_temporaries(self.out)  # an interrupted export of <out>/final, a log rewrite
             found = ckpt.latest_checkpoint(self.checkpoints)
+            if found is not None and resume:
+                found = ckpt.newest_intact_checkpoint(self.checkpoints, self._warn)
         found = broadcast_object(found, self.info)
         if found is not None and not resume:
             raise ConfigError(f"run.out={self.out} already holds a run (checkpoint {found.name}); pass --resume to "
                               "continue it, or choose another run.out")
         return found
+
+    def _warn(self, text: str) -> None:
+        """Loud on the console at once, and kept for the run's notes."""
+        print(f"[pretrain] WARNING: {text}", file=sys.stderr, flush=True)
+        self.resume_notes.append(text)
 
     def _restore(self, path: Path) -> None:
         student_sd, target_sd, state = ckpt.read_checkpoint(path)
@@ -250,6 +260,8 @@ class Trainer:
         contents = _gather_contents(self.models, self.optimizer, self.info,
                                     self._train_state(step, epoch, batches_done))
         path = exported = None
+        bad = nonfinite_tensors(contents.student) if self.info.is_main else []
+        check_weights(broadcast_object(bad, self.info), step, self.last_checkpoint)
         if self.info.is_main:
             path = ckpt.write_checkpoint(self.checkpoints, step, contents, self.cfg.run.keep_last)
             if export:
@@ -267,7 +279,7 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         log = RunLogger(self.out, active=info.is_main, total_steps=self.end_step, start_step=self.start_step,
                         tensorboard=cfg.run.tensorboard, progress=cfg.run.progress)
-        for n in self.models.notes:
+        for n in self.models.notes + self.resume_notes:
             log.note(n)
         if cfg.run.dtype == "bf16" and info.device.type != "cuda":
             log.note("run.dtype=bf16 applies on CUDA only; this CPU run computes in fp32")
@@ -333,9 +345,7 @@ class Trainer:
         if self.info.device.type == "cuda":
             rec["max_mem_gb"] = torch.cuda.max_memory_allocated(self.info.device) / 2 ** 30
         log.log(rec)
-        if not np.isfinite(rec["loss"]):
-            raise FloatingPointError(f"loss is {rec['loss']} at step {step}; the last checkpoint is "
-                                     f"{self.last_checkpoint} (lower optim.lr or set optim.grad_clip)")
+        check_loss(rec["loss"], step, self.last_checkpoint)
 
 
 def train(cfg: PretrainConfig, *, resume: bool = False) -> TrainResult:
