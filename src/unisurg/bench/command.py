@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from unisurg.config import check_output_folder
+
 CONFIG_HELP = "preset (paper, tiny) or YAML file; default: paper (the authors' protocol)"
 OVERRIDES_HELP = "config overrides key=value, e.g. train.epochs=2 clip.frames=16 cache_dir=/fast/cache"
 
@@ -123,6 +125,7 @@ def run_bench(a) -> int:
     def go():
         from unisurg.bench.runner import run_benchmark
 
+        check_output_folder(a.out, "--out")
         run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
                       overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
