@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from pickle import UnpicklingError
 
 from unisurg.config import check_output_folder
 
@@ -51,7 +52,9 @@ def _common_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-scheme", default=None,
                    help="split scheme of the adapter (default: its default); JIGSAWS: loso / louo run all folds")
     p.add_argument("--config", default="paper", help=CONFIG_HELP)
-    p.add_argument("--lenient", action="store_true", help="load an incomplete dataset (adapter strict=False)")
+    p.add_argument("--lenient", action="store_true",
+                   help="load an incomplete dataset (adapter strict=False) and repair faulty annotation entries "
+                        "instead of failing (config lenient=true); every repair is printed and kept in results.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     _intermixed(p)
@@ -108,7 +111,12 @@ def _errors() -> tuple[type[BaseException], ...]:
 
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
             ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
-            FileNotFoundError)
+            FileNotFoundError, UnpicklingError)
+
+
+def _lenient(a) -> list[str]:
+    """The overrides, plus ``lenient=true`` under ``--lenient``."""
+    return list(a.overrides or []) + (["lenient=true"] if a.lenient else [])
 
 
 def _guard(name: str, fn) -> int:
@@ -127,7 +135,7 @@ def run_bench(a) -> int:
 
         check_output_folder(a.out, "--out")
         run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
-                      overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+                      overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
         return 0
 
@@ -139,7 +147,7 @@ def run_extract(a) -> int:
         from unisurg.bench.runner import extract_features
 
         done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
-                                overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+                                overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
         for name, folders in done.items():
             for split, folder in folders.items():
                 print(f"{name}\t{split}\t{folder}")

@@ -34,7 +34,9 @@ from unisurg.bench.datasets.framephase import (
     read_tool_file,
     tools_per_second,
 )
+from unisurg.bench.datasets.repairs import RepairLog
 from unisurg.bench.datasets.splitfiles import fraction_split, load_split_file
+from unisurg.bench.datasets.truncation import check_tool_rows_against_phase_file
 from unisurg.bench.datasets.textfile import numbered_lines
 from unisurg.bench.datasets.timeline import frame_labels_to_seconds
 
@@ -89,10 +91,10 @@ class Cholec80Adapter(DatasetAdapter):
     split_schemes = ("32_8_40", "40_40", "by_fraction")
     split_file = "cholec80.json"
 
-    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False,
+    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, lenient=False,
                  annotation_fps: float | None = None, tool_stride: int | None = None,
                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), phase_names: tuple[str, ...] | None = None):
-        super().__init__(root, split_scheme, strict=strict, require_media=require_media)
+        super().__init__(root, split_scheme, strict=strict, require_media=require_media, lenient=lenient)
         defaults = self._default_rates()
         self.annotation_fps = float(annotation_fps if annotation_fps is not None else defaults[0])
         self.tool_stride = int(tool_stride if tool_stride is not None else defaults[1])
@@ -164,6 +166,7 @@ class Cholec80Adapter(DatasetAdapter):
         self._resolve_class_names([p for _, _, p in assignments])
         hint = "" if self._names_fixed else f" (list other names in {self.root / 'phase_names.txt'})"
         out = empty_splits()
+        self.repairs = RepairLog(self.lenient)
         for split, stem, path in assignments:
             frames, names, line_nos = read_frame_phase_file(path, consecutive=True)
             idx = names_to_indices(path, names, line_nos, self.class_names, hint)
@@ -172,7 +175,10 @@ class Cholec80Adapter(DatasetAdapter):
             tool_path = self._tool_file(stem)
             if tool_path is not None:
                 _, presence, tool_names = read_tool_file(tool_path, self.tool_stride)
-                extra["tools"] = tools_per_second(tool_path, presence, self.tool_stride, self.annotation_fps, labels.shape[0])
+                presence = check_tool_rows_against_phase_file(path, tool_path, int(frames[-1]) + 1, presence,
+                                                              self.tool_stride, self.repairs)
+                extra["tools"] = tools_per_second(tool_path, presence, self.tool_stride, self.annotation_fps, labels.shape[0],
+                                                  self.repairs)
                 extra["tool_names"] = tool_names
             media = self._media(
                 *(self.root / "videos" / f"{stem}{e}" for e in VIDEO_EXTS),
