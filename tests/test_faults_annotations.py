@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unisurg.bench.datasets import AnnotationError, DatasetLayoutError, get_adapter
+from unisurg.bench.datasets import AnnotationError, get_adapter
 from conftest import BB_A, bench_cli
 
 T_INSTR = ["grasper", "hook"]

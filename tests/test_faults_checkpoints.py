@@ -171,3 +171,14 @@ def test_an_exported_model_is_checked_against_its_checksums(runs):
     _flip(dst / "weights.safetensors")
     with pytest.raises(CheckpointError, match=r"final-copy/weights\.safetensors: SHA-256"):
         load_encoder(dst)
+
+
+def test_saving_over_a_checked_folder_drops_the_stale_record(tmp_path):
+    from unisurg.models.integrity import CHECKSUMS_NAME, write_checksums
+
+    folder = _saved_encoder(tmp_path)
+    write_checksums(folder, [folder / "weights.safetensors", folder / "unisurg.json"])
+    enc = build_encoder("tiny", embed_dim=32, depth=1, num_heads=2)
+    save_checkpoint(folder, encoder=enc)  # other weights: the old record would call them damaged
+    assert not (folder / CHECKSUMS_NAME).exists()
+    assert torch.equal(load_encoder(folder, which="encoder").norm.weight, enc.norm.weight)

@@ -31,7 +31,8 @@ from torch import nn
 
 import unisurg
 from unisurg.models import interop_hf, interop_vjepa2
-from unisurg.models.integrity import read_safetensors, safetensors_metadata, torch_load_weights, verify_checksums
+from unisurg.models.integrity import (CHECKSUMS_NAME, read_safetensors, safetensors_metadata, torch_load_weights,
+                                     verify_checksums)
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
 from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.vit import EncoderConfig, VideoViT
@@ -108,6 +109,8 @@ def save_checkpoint(
         text = json.dumps(config, indent=2, sort_keys=True)
     except TypeError as e:
         raise TypeError(f"save_checkpoint: 'extra' must hold only JSON values (str, number, bool, list, dict): {e}") from e
+    if weights_path.name == WEIGHTS_NAME:  # a checksum record of earlier files here would no longer match
+        (weights_path.parent / CHECKSUMS_NAME).unlink(missing_ok=True)
     tmp = weights_path.with_name(weights_path.name + ".tmp")
     save_file(_unshare(tensors), str(tmp), metadata={"format": "pt", METADATA_KEY: text})
     os.replace(tmp, weights_path)
@@ -219,7 +222,7 @@ def _load_ours(path: Path, component: str | None, *, kind: str):
     entry = comps[component]
     cls, cfg_cls = (VideoViT, EncoderConfig) if entry["class"] == "VideoViT" else (VideoPredictor, PredictorConfig)
     model_cfg = cfg_cls.from_dict(entry["config"], where=f"{weights_path} [{component}]")
-    if weights_path.parent.joinpath("checksums.json").exists() and weights_path.name == WEIGHTS_NAME:
+    if weights_path.parent.joinpath(CHECKSUMS_NAME).exists() and weights_path.name == WEIGHTS_NAME:
         verify_checksums(weights_path.parent)  # a run checkpoint or export: refuse damaged files
     sd, _ = read_safetensors(weights_path, prefix=component + ".")  # read only this component's tensors
     with torch.device("meta"):
