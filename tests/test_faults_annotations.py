@@ -227,3 +227,17 @@ def test_bench_lenient_records_every_repair_in_results(tmp_path, capsys):
     run = next(iter(json.loads((tmp_path / "lenient" / "results.json").read_text())["runs"].values()))
     assert [r["file"] for r in run["annotation_repairs"]] == [str(tool)]
     assert run["config"]["lenient"] is True
+
+
+# -- M2CAI16: a frame index with extra digits as the last row ---------------------------------------
+
+def test_m2cai16_implausible_last_frame(tmp_path):
+    rows = "Frame\tPhase\n0\tTrocarPlacement\n250\tPreparation\n10000000\tPreparation\n"
+    write(tmp_path / "test_dataset" / "test_workflow_video_01.txt", rows)
+    with pytest.raises(AnnotationError, match=r"test_workflow_video_01.txt:4: frame 10000000 lies 400000 s "
+                                              r"\(111.1 hours\) into the video at 25 fps"):
+        get_adapter("m2cai16")(tmp_path, strict=False).load()
+    ad = get_adapter("m2cai16")(tmp_path, strict=False, lenient=True)
+    v = ad.load()["test"][0]
+    assert v.n_seconds == 11 and v.labels.tolist() == [0] * 10 + [1]  # not 400,000 seconds
+    assert ad.repairs.entries[0].repair == "drop the rows from here on"

@@ -19,6 +19,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 
 from unisurg.bench.datasets.base import (
     AnnotationError,
@@ -34,6 +35,7 @@ from unisurg.bench.datasets.framephase import (
     read_tool_file,
     tools_per_second,
 )
+from unisurg.bench.datasets.plausibility import MAX_VIDEO_SECONDS, describe_seconds
 from unisurg.bench.datasets.repairs import RepairLog
 from unisurg.bench.datasets.splitfiles import fraction_split, load_split_file
 from unisurg.bench.datasets.truncation import check_tool_rows_against_phase_file
@@ -71,6 +73,18 @@ def read_phase_names_file(path: Path) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise AnnotationError(path, None, "duplicate phase names", "each name once")
     return names
+
+
+def drop_implausible_frames(path: Path, frames, names: list[str], line_nos: list[int], fps: float, repairs: RepairLog):
+    """Rows of a sparse ``frame phase`` file up to a day of video (a frame index with extra digits as
+    the last row would otherwise make a label vector of days); later rows are a fault (lenient: dropped)."""
+    keep = frames <= MAX_VIDEO_SECONDS * fps
+    if keep.all():
+        return frames, names, line_nos
+    k = int(np.argmin(keep))
+    repairs.fault(path, line_nos[k], f"frame {frames[k]} lies {describe_seconds(frames[k] / fps)} into the video at "
+                  f"{fps:g} fps", "frames within a day of video", "drop the rows from here on")
+    return frames[:k], names[:k], line_nos[:k]
 
 
 @register("cholec80")
@@ -242,6 +256,7 @@ class M2CAI16Adapter(DatasetAdapter):
         scheme = load_split_file("m2cai16.json")["schemes"][self.split_scheme]
         out = empty_splits()
         missing = []
+        self.repairs = RepairLog(self.lenient)
         for split in ("train", "val", "test"):
             folder, prefix = ("test_dataset", "test_workflow_video") if split == "test" else ("train_dataset", "workflow_video")
             for n in scheme[split]:
@@ -251,6 +266,8 @@ class M2CAI16Adapter(DatasetAdapter):
                     missing.append(str(path))
                     continue
                 frames, names, line_nos = read_frame_phase_file(path, consecutive=False)
+                frames, names, line_nos = drop_implausible_frames(path, frames, names, line_nos, self.annotation_fps,
+                                                                  self.repairs)
                 idx = names_to_indices(path, names, line_nos, self.class_names)
                 labels = frame_labels_to_seconds(frames, idx, self.annotation_fps)
                 media = self._media(*(self.root / folder / f"{stem}{e}" for e in VIDEO_EXTS))
