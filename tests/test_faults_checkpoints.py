@@ -182,3 +182,29 @@ def test_saving_over_a_checked_folder_drops_the_stale_record(tmp_path):
     save_checkpoint(folder, encoder=enc)  # other weights: the old record would call them damaged
     assert not (folder / CHECKSUMS_NAME).exists()
     assert torch.equal(load_encoder(folder, which="encoder").norm.weight, enc.norm.weight)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "nan"])
+def test_hugging_face_backbone_folder_damage_is_named(tmp_path, damage):
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file, save_file
+
+    from unisurg.bench.backbones import load_backbone
+
+    vit = transformers.ViTModel(transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=64),
+                                add_pooling_layer=False)
+    vit.save_pretrained(tmp_path / "vit")
+    w = tmp_path / "vit" / "model.safetensors"
+    if damage == "truncate":
+        w.write_bytes(w.read_bytes()[:-100])
+        match = rf"{tmp_path / 'vit'}: the Hugging Face model cannot be loaded"
+    else:
+        sd = load_file(str(w))
+        key = sorted(sd)[0]
+        sd[key][..., 0] = float("nan")
+        save_file(sd, str(w), metadata={"format": "pt"})
+        match = rf"{tmp_path / 'vit'}: non-finite weights"
+    with pytest.raises(CheckpointError, match=match):
+        load_backbone(f"hf-image:{tmp_path / 'vit'}")
+
