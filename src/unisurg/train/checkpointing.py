@@ -348,15 +348,17 @@ def newest_intact_checkpoint(checkpoints: Path, warn) -> Path | None:
     return None
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict | None, dict]:
+def read_checkpoint(path: Path, *, verify: bool = True) -> tuple[dict, dict | None, dict]:
     """``(student state, target state or None, train state)`` of a checkpoint directory, on CPU.
 
-    Files are checked against ``checksums.json`` when present; weights holding NaN / inf are refused;
-    every error names the file."""
+    Files are checked against ``checksums.json`` when present (``verify=False``: already done by
+    :func:`newest_intact_checkpoint` in this process); weights holding NaN / inf are refused; every
+    error names the file."""
     weights = path / WEIGHTS_NAME
     if not weights.exists() or not (path / STATE_NAME).exists():
         raise CheckpointError(f"{path}: not a complete training checkpoint (needs {WEIGHTS_NAME} and {STATE_NAME})")
-    verify_checksums(path)
+    if verify:
+        verify_checksums(path)
     tensors, _ = read_safetensors(weights)
     student = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "predictor."))}
     target = _split(tensors, "target_encoder.") or None

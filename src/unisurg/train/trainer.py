@@ -170,6 +170,7 @@ class Trainer:
         self.out = Path(cfg.run.out)
         self.checkpoints = self.out / "checkpoints"
         self.resume_notes: list[str] = []  # damaged checkpoints passed over (repeated in the run's summary)
+        self.resume_checked = False  # this process verified the resume checkpoint's checksums already
         self.resume_from = self._find_resume(resume)
         _seed_everything(cfg.run.seed)
         self.data: TrainData = build_data(cfg, self.info)
@@ -218,6 +219,7 @@ class Trainer:
             found = ckpt.latest_checkpoint(self.checkpoints)
             if found is not None and resume:
                 found = ckpt.newest_intact_checkpoint(self.checkpoints, self._warn)
+                self.resume_checked = True
         found = broadcast_object(found, self.info)
         if found is not None and not resume:
             raise ConfigError(f"run.out={self.out} already holds a run (checkpoint {found.name}); pass --resume to "
@@ -230,7 +232,7 @@ class Trainer:
         self.resume_notes.append(text)
 
     def _restore(self, path: Path) -> None:
-        student_sd, target_sd, state = ckpt.read_checkpoint(path)
+        student_sd, target_sd, state = ckpt.read_checkpoint(path, verify=not self.resume_checked)
         diffs = config_differences(state["config"], to_dict(self.cfg))
         if diffs:
             raise ConfigError(f"--resume: the config differs from the one {path} was trained with:\n  "
