@@ -82,8 +82,13 @@ def test_cholect50_missing_frame_keys_are_not_read_as_no_triplet(tmp_path):
     with pytest.raises(AnnotationError, match=r"VID79.json: 5 of 10 frame keys missing \(frames 2-4, 7-8\)"):
         _t50_load(tmp_path, lenient=False)
     v, repairs = _t50_load(tmp_path, lenient=True)
-    assert v.labels[:, 0].tolist() == [1, 1, 0, 0, 0, 1, 1, 0, 0, 1]
-    assert repairs[0].repair == "read the missing frames as 'no triplet'"
+    assert v.extra["labelled"].tolist() == [True, True, False, False, False, True, True, False, False, True]
+    assert repairs[0].repair.startswith("leave the missing frames unlabelled")
+    from unisurg.bench.config import load_bench_config
+    from unisurg.bench.tasks import make_task
+
+    task = make_task("triplet", v.class_names, load_bench_config("tiny"), [v])
+    assert task._labelled(v).tolist() == [0, 1, 5, 6, 9]  # neither trained on nor scored
 
 
 def test_cholect50_duplicate_frame_key(tmp_path):

@@ -143,7 +143,7 @@ def _frame_keys(path: Path, text: str, ann: dict, num_frames, repairs: RepairLog
     if len(frames) < n:
         repairs.fault(path, None, f"{n - len(frames)} of {n} frame keys missing (frames {_missing_ranges(set(frames), n)})",
                       "one key per 1-fps frame from 0 (a frame without triplet holds an instance of -1 ids)",
-                      "read the missing frames as 'no triplet'")
+                      "leave the missing frames unlabelled (not scored, as the official loader skips them)")
     return frames, n
 
 
@@ -168,8 +168,9 @@ def _no_duplicate_keys(path: Path, text: str, repairs: RepairLog):
 def read_cholect50_json(path: Path, repairs: RepairLog | None = None):
     """Parse one ``labels/VIDxx.json``.
 
-    Returns ``(ivt uint8 [n, 100], raw dict of per-column presence, phase int64 [n], categories)``
-    where ``categories`` maps ``triplet/instrument/verb/target/phase`` to name tuples. Duplicate keys,
+    Returns ``(ivt uint8 [n, 100], raw dict of per-column presence, phase int64 [n], categories, labelled)``
+    where ``categories`` maps ``triplet/instrument/verb/target/phase`` to name tuples and ``labelled``
+    (``bool [n]``) marks the frames that have a key (all of them unless a lenient load repaired gaps). Duplicate keys,
     non-finite or non-integer ids, implausible or missing frame keys are faults (``repairs``: strict
     raises, lenient records the repair).
     """
@@ -231,7 +232,9 @@ def read_cholect50_json(path: Path, repairs: RepairLog | None = None):
                     phase[f] = v
                 else:
                     raw[kind][f, v] = 1
-    return ivt, raw, phase, cats
+    labelled = np.zeros(n, dtype=bool)
+    labelled[list(frames)] = True
+    return ivt, raw, phase, cats, labelled
 
 
 _ID_COLUMNS = (COL_TRIPLET, COL_TOOL, COL_VERB, COL_TARGET, COL_PHASE)
@@ -308,7 +311,7 @@ class _TripletAdapter(DatasetAdapter):
                     missing.append(str(path))
                     continue
                 if use_json:
-                    ivt, raw, phase, cats = read_cholect50_json(path, self.repairs)
+                    ivt, raw, phase, cats, labelled = read_cholect50_json(path, self.repairs)
                     frames_dir = self._media(self.root / "videos" / vid)
                 else:
                     cats = dict(t45_names, phase=())
@@ -331,6 +334,8 @@ class _TripletAdapter(DatasetAdapter):
                          "iv": tuple(f"{a},{b}" for a in reference["instrument"] for b in reference["verb"]),
                          "it": tuple(f"{a},{b}" for a in reference["instrument"] for b in reference["target"])}
                 extra = {f"{k}_column": v for k, v in raw.items()}
+                if use_json and not labelled.all():
+                    extra["labelled"] = labelled  # seconds without annotation: not trained on, not scored
                 if cats.get("phase"):
                     extra["phase_names"] = cats["phase"]
                 out[split].append(MultiLabelVideo(vid, frames_dir, split, ivt, self.class_names, comps, names, phase, 1.0, extra))
