@@ -105,3 +105,18 @@ def test_reading_a_shard_damaged_after_opening_fails_naming_it(synth, tmp_path):
         fs[3 * fs.shard_size]
     assert not shards[3].exists() and not (shards[0].parent / "complete.json").exists()
     assert torch.equal(fs[0], first) and np.isfinite(first.numpy()).all()
+
+
+def test_a_truncated_probe_file_names_the_file(synth, tmp_path):
+    from unisurg.bench.predict import load_probe
+    from unisurg.models.strict_load import CheckpointError
+
+    res = run_benchmark([BB_A], "synthetic", synth, out=tmp_path / "out", config="tiny",
+                        overrides=[f"cache_dir={tmp_path / 'cache'}", "report.bootstrap_n=20", "report.figures=false"],
+                        log=lambda s: None)
+    probe_dir = tmp_path / "out" / next(iter(res["runs"].values()))["run_dir"]
+    load_probe(probe_dir)
+    w = probe_dir / "probe.safetensors"
+    w.write_bytes(w.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match=rf"{w}: not a readable safetensors file"):
+        load_probe(probe_dir)

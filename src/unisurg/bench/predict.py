@@ -26,6 +26,7 @@ from unisurg.bench.features import ClipPixels, Encoder, batch_groups
 from unisurg.bench.pixels import per_second_indices
 from unisurg.bench.samples import SampleRef
 from unisurg.config import load_config, to_dict
+from unisurg.models.integrity import check_finite, read_safetensors
 
 PER_SECOND_TASKS = ("phase", "triplet")
 
@@ -40,8 +41,6 @@ class ProbeFormatError(ValueError):
 
 def load_probe(probe_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """The saved 1-probe module and its ``probe.json``."""
-    from safetensors.torch import load_file
-
     from unisurg.bench.probe import ProbeSpec, build_probe
 
     d = Path(probe_dir)
@@ -57,7 +56,8 @@ def load_probe(probe_dir: str | Path, device: str | torch.device = "cpu") -> tup
         raise ProbeFormatError(f"{meta_path}: not a unisurg probe (format={meta.get('format')!r})")
     spec = ProbeSpec.from_json(meta["probe"])
     probe = build_probe(spec, 1)
-    state = load_file(str(weights))
+    state, _ = read_safetensors(weights)  # a truncated / empty file: CheckpointError naming it
+    check_finite(state, source=str(weights))
     missing = set(probe.state_dict()) ^ set(state)
     if missing:
         raise ProbeFormatError(f"{weights}: tensors do not match the probe in probe.json (differ: {sorted(missing)[:5]})")
