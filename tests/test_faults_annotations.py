@@ -124,6 +124,15 @@ def test_ophnet_duplicate_rows(tmp_path):
     assert [r.line for r in ad.repairs.entries] == [4]
 
 
+def test_ophnet_surgery_table_lists_a_video_twice(tmp_path):
+    write(tmp_path / "OphNet2024_loca_challenge_phase.csv", HEADER + "case_0001,0,10,train,0,1\n")
+    write(tmp_path / "OphNet2024_surgery.csv", "video_id,surgery\ncase_0001,62\ncase_0001,\"61,62\"\n")
+    with pytest.raises(AnnotationError, match=r"OphNet2024_surgery.csv:3: video case_0001 listed again \(first on line 2\)"):
+        get_adapter("ophnet")(tmp_path, strict=False).load()
+    ad = get_adapter("ophnet")(tmp_path, strict=False, lenient=True)
+    assert ad.load()["train"][0].extra["surgeries"] == (62,) and len(ad.repairs.entries) == 1
+
+
 # -- PmLR50 ------------------------------------------------------------------------------------------
 
 def _pmlr(root: Path, phases: list) -> Path:

@@ -89,16 +89,23 @@ def read_ophnet_segments(path: Path, n_phases: int = N_PHASES, repairs: RepairLo
     return videos
 
 
-def read_ophnet_surgeries(path: Path) -> dict[str, tuple[int, ...]]:
-    """``OphNet2024_surgery.csv``: video -> surgery type ids (a field may list several, ``"62,61"``)."""
+def read_ophnet_surgeries(path: Path, repairs: RepairLog | None = None) -> dict[str, tuple[int, ...]]:
+    """``OphNet2024_surgery.csv``: video -> surgery type ids (a field may list several, ``"62,61"``); a video
+    listed twice is a fault (lenient: the first row kept)."""
+    repairs = log_or_strict(repairs)
     rows = csv_rows(path)
     if not rows or [h.strip() for h in rows[0][1]] != ["video_id", "surgery"]:
         raise AnnotationError(path, rows[0][0] if rows else None, "bad header", "video_id,surgery")
-    out = {}
+    out, lines = {}, {}
     for no, row in rows[1:]:
         if len(row) != 2:
             raise AnnotationError(path, no, f"row has {len(row)} fields", "video_id,surgery")
-        out[row[0].strip()] = tuple(parse_int(path, no, s, "surgery id") for s in row[1].split(","))
+        vid = row[0].strip()
+        if vid in out:
+            repairs.fault(path, no, f"video {vid} listed again (first on line {lines[vid]})", "each video once",
+                          "keep the first row")
+            continue
+        out[vid], lines[vid] = tuple(parse_int(path, no, s, "surgery id") for s in row[1].split(",")), no
     return out
 
 
@@ -130,7 +137,7 @@ class OphNetAdapter(DatasetAdapter):
         self.repairs = RepairLog(self.lenient)
         videos = read_ophnet_segments(self.annotation_csv, sf["n_phases"], self.repairs)
         surg_path = _find(self.root, "OphNet2024_surgery.csv")
-        surgeries = read_ophnet_surgeries(surg_path) if surg_path else {}
+        surgeries = read_ophnet_surgeries(surg_path, self.repairs) if surg_path else {}
         out = empty_splits()
         for vid in sorted(videos):
             v = videos[vid]
