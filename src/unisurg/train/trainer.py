@@ -25,9 +25,9 @@ from unisurg.config import ConfigError, to_dict
 from unisurg.models.ema import make_target
 from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
 from unisurg.models.presets import build_encoder, build_predictor
+from unisurg.models.strict_load import nonfinite_tensors
 from unisurg.train import checkpointing as ckpt
 from unisurg.train.config import PretrainConfig
-from unisurg.models.strict_load import nonfinite_tensors
 from unisurg.train.data import TrainData, build_data
 from unisurg.train.divergence import check_loss, check_weights
 from unisurg.train.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier, broadcast_object,
@@ -262,7 +262,10 @@ class Trainer:
         contents = _gather_contents(self.models, self.optimizer, self.info,
                                     self._train_state(step, epoch, batches_done))
         path = exported = None
-        bad = nonfinite_tensors(contents.student) if self.info.is_main else []
+        bad = []
+        if self.info.is_main:
+            target = {f"target_encoder.{k}": v for k, v in (contents.target or {}).items()}
+            bad = nonfinite_tensors({**contents.student, **target})
         check_weights(broadcast_object(bad, self.info), step, self.last_checkpoint)
         if self.info.is_main:
             path = ckpt.write_checkpoint(self.checkpoints, step, contents, self.cfg.run.keep_last)
@@ -281,8 +284,9 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         log = RunLogger(self.out, active=info.is_main, total_steps=self.end_step, start_step=self.start_step,
                         tensorboard=cfg.run.tensorboard, progress=cfg.run.progress)
-        for n in self.models.notes + self.resume_notes:
+        for n in self.models.notes:
             log.note(n)
+        log.notes.extend(self.resume_notes)  # printed loudly already; repeated in the closing summary
         if cfg.run.dtype == "bf16" and info.device.type != "cuda":
             log.note("run.dtype=bf16 applies on CUDA only; this CPU run computes in fp32")
         if cfg.run.strategy == "fsdp" and not info.distributed:
