@@ -10,7 +10,7 @@ from unisurg.strict_yaml import safe_load_strict
 from unisurg.train.config import load_pretrain_config
 
 
-@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-inf", ".inf", "-.Inf", "1e999"])
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-inf", ".inf", "-.Inf", "1e999", "1" + "0" * 400])
 def test_non_finite_numbers_are_rejected_naming_the_key(value):
     with pytest.raises(ConfigError, match=r"optim\.lr: .* is not a finite number"):
         load_pretrain_config("tiny", [f"optim.lr={value}"])
