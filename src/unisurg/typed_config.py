@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from importlib import resources
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+
+from unisurg.strict_yaml import safe_load_strict
 
 T = TypeVar("T")
 
@@ -89,12 +92,18 @@ def _coerce(value: Any, tp: Any, path: str, root: dict | None = None) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):  # nan / inf pass every "< 0" check and poison a run later
+            raise ConfigError(f"{path}: {value!r} is not a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -137,6 +146,18 @@ def _build(cls: type[T], data: dict, path: str = "", root: dict | None = None) -
     return obj
 
 
+def check_output_folder(path: str | Path, key: str) -> None:
+    """Refuse an output folder ``path`` (config key or option ``key``) that exists as something else
+    than a folder, or lies below a file (it could never be created)."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                where = "is" if q == p else f"lies below {q}, which is"
+                raise ConfigError(f"{key}={p} {where} a file, not a folder; choose another output folder")
+            return
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict (JSON/YAML-safe) of a config dataclass."""
     out = {}
@@ -171,7 +192,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_strict(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from None
     return key.split("."), value
@@ -192,7 +213,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_strict(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:

@@ -5,13 +5,17 @@ Cache layout (one folder per backbone x protocol x dataset x split scheme x spli
     CACHE/features/<dataset>/<split scheme>/<backbone fingerprint[:16]>-<protocol digest[:16]>/<split>/
         meta.json                 backbone, protocol, sample count, shard size
         shard_00000.npy ...       float16 [n_shard, N, D] tokens (or [n_shard, D] pooled)
-        complete.json             written last
+        complete.json             written last, with the SHA-256 and size of every shard
 
 The protocol digest covers everything that changes the features: the clip protocol (frames, res,
 fps, anchor, short side, normalisation, ...), the feature mode and dtype, the task and the exact
 sample list (keys and frame indices). Each shard is written to a temporary name and renamed, so a
 killed extraction leaves only whole shards, and a rerun computes only the missing ones.
-Reading uses memory maps: a training batch touches only its samples' bytes.
+Reading uses memory maps: a training batch touches only its samples' bytes. A shard is trusted
+only against complete.json: sizes are checked when the cache is opened, the SHA-256 of a shard
+when this process first maps it; a damaged shard is removed with complete.json (so a rerun
+recomputes that shard alone) and named in a :class:`DamagedCacheError`. A cache written without
+checksums (older unisurg) is recomputed.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from unisurg.data.pixels import (
 )
 from unisurg.datasets import read_image
 from unisurg.datasets.samples import SampleRef, SplitData
+from unisurg.models.integrity import sha256_file
 
 CACHE_VERSION = 1
 PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "frame_folder_fps", "norm", "jpeg_quality")
@@ -46,6 +51,30 @@ PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "fra
 
 class FeatureCacheError(RuntimeError):
     pass
+
+
+class DamagedCacheError(FeatureCacheError):
+    """A cached shard does not match its recorded size / SHA-256 (or has no record); it was removed."""
+
+
+def shard_path(folder: Path, k: int) -> Path:
+    return Path(folder) / f"shard_{k:05d}.npy"
+
+
+def shard_checksums(folder: Path, n_shards: int) -> dict[str, dict]:
+    """``{shard file name: {"sha256", "bytes"}}`` of a finished cache folder (stored in complete.json)."""
+    out = {}
+    for k in range(n_shards):
+        p = shard_path(folder, k)
+        out[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+def discard_shards(folder: Path, names: list[str]) -> None:
+    """Remove ``complete.json`` and the named shards: the next extraction recomputes those shards alone."""
+    (Path(folder) / "complete.json").unlink(missing_ok=True)
+    for name in names:
+        (Path(folder) / name).unlink(missing_ok=True)
 
 
 def _json_digest(obj) -> str:
@@ -196,13 +225,60 @@ class FeatureSet(Dataset):
         self.meta = json.loads(meta_path.read_text())
         self.n, self.shard_size = int(self.meta["n"]), int(self.meta["shard_size"])
         self._shards: dict[int, np.ndarray] = {}
+        self._verified: set[int] = set()
+        self.checksums = self._read_checksums()
         first = self._shard(0)
         self.item_shape = tuple(first.shape[1:])
+
+    def _read_checksums(self) -> dict[str, dict]:
+        """The shard records of complete.json, every shard's size checked (see module docstring)."""
+        n_shards = (self.n + self.shard_size - 1) // self.shard_size
+        names = [shard_path(self.folder, k).name for k in range(n_shards)]
+        try:
+            record = json.loads((self.folder / "complete.json").read_text()).get("shards")
+        except (OSError, ValueError, AttributeError):
+            record = None
+        if not isinstance(record, dict) or sorted(record) != sorted(names):
+            discard_shards(self.folder, names)
+            raise DamagedCacheError(f"{self.folder}: feature cache without shard checksums (older unisurg or a "
+                                    "damaged complete.json); removed, the next run recomputes it")
+        bad = []
+        for name in names:
+            p = self.folder / name
+            size = p.stat().st_size if p.exists() else None
+            if size != record[name].get("bytes"):
+                bad.append(f"{name} ({size} bytes, {record[name].get('bytes')} written)")
+        if bad:
+            discard_shards(self.folder, [b.split(" ")[0] for b in bad])
+            raise DamagedCacheError(f"{self.folder}: damaged feature shard(s) {', '.join(bad)}; removed, the next run "
+                                    "recomputes them")
+        return record
+
+    def _verify(self, k: int) -> None:
+        """Check shard ``k``'s SHA-256 once per process (damaged: removed, :class:`DamagedCacheError`)."""
+        if k in self._verified:
+            return
+        path = shard_path(self.folder, k)
+        if sha256_file(path) != self.checksums[path.name]["sha256"]:
+            discard_shards(self.folder, [path.name])
+            raise DamagedCacheError(f"{path}: SHA-256 differs from the one recorded in complete.json (damaged "
+                                    "after it was written); removed, rerun to recompute it")
+        self._verified.add(k)
+
+    def verify_all(self) -> None:
+        """Check every shard's SHA-256 now (one read of the cache), e.g. before reusing it."""
+        for k in range((self.n + self.shard_size - 1) // self.shard_size):
+            self._verify(k)
 
     def _shard(self, k: int) -> np.ndarray:
         arr = self._shards.get(k)
         if arr is None:
-            arr = np.load(self.folder / f"shard_{k:05d}.npy", mmap_mode="r")
+            path = shard_path(self.folder, k)
+            self._verify(k)
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise FeatureCacheError(f"{path}: cannot be read ({e})") from None
             self._shards[k] = arr
         return arr
 
@@ -231,10 +307,16 @@ def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder
     """Compute (or reuse) the cached features of ``split`` in ``folder``; returns the read side."""
     folder = Path(folder)
     if (folder / "complete.json").exists():
-        fs = FeatureSet(folder)
-        if fs.n == len(split):
+        try:
+            fs = FeatureSet(folder)
+            fs.verify_all()
+        except DamagedCacheError as e:  # the damaged shards were removed: computed again below
+            log(f"  {e}")
+            fs = None
+        if fs is not None and fs.n == len(split):
             return fs
-        raise FeatureCacheError(f"{folder}: cache holds {fs.n} samples, the split has {len(split)}; delete the folder")
+        if fs is not None:
+            raise FeatureCacheError(f"{folder}: cache holds {fs.n} samples, the split has {len(split)}; delete the folder")
     if len(split) == 0:
         raise FeatureCacheError(f"split {split.name!r} has no sample to extract")
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,7 +349,8 @@ def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder
             remaining[k] -= 1
             if remaining[k] == 0:
                 save_npy_atomic(folder / f"shard_{k:05d}.npy", np.concatenate(pending.pop(k)))
-    write_json_atomic(folder / "complete.json", {"n": len(split), "finished": time.time()})
+    write_json_atomic(folder / "complete.json", {"n": len(split), "finished": time.time(),
+                                                 "shards": shard_checksums(folder, n_shards)})
     return FeatureSet(folder)
 
 

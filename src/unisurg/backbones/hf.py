@@ -38,6 +38,7 @@ from unisurg.backbones.spec import (
     fingerprint_path,
     vit_size_name,
 )
+from unisurg.models.strict_load import CheckpointError, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,15 @@ def preprocessing(folder: Path, default_size: int) -> tuple[tuple, tuple, int]:
 
 
 def _load_model(cls_or_auto, folder: Path):
-    """``from_pretrained`` from the folder only (``local_files_only``; no remote code)."""
-    model = cls_or_auto.from_pretrained(str(folder), local_files_only=True)
+    """``from_pretrained`` from the folder only (``local_files_only``; no remote code); a damaged weight file is a
+    :class:`CheckpointError` naming the folder, and weights holding NaN / inf are refused."""
+    try:
+        model = cls_or_auto.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, SafetensorError, ...: re-raised naming the folder
+        files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        raise CheckpointError(f"{folder}: the Hugging Face model cannot be loaded ({type(e).__name__}: {e}); a file of "
+                              f"{files} is missing, empty, truncated or damaged") from None
+    check_finite(dict(model.state_dict()), source=str(folder))
     return model.float().eval()
 
 

@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from unisurg.backbones.spec import (
@@ -36,6 +35,7 @@ from unisurg.backbones.spec import (
 )
 from unisurg.models.checkpoint import torch_load_weights
 from unisurg.models.image_vit import TIMM_VIT_SIZES, VIT_ANCHOR, build_image_vit
+from unisurg.models.integrity import read_safetensors
 from unisurg.models.resnet import RESNET_ANCHOR, ResNetConfig, build_resnet
 from unisurg.models.strict_load import CheckpointError
 
@@ -54,7 +54,7 @@ def read_weights(path: str | Path):
     training args) are allowed, nothing else that needs unpickling code."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)[0]
     with torch.serialization.safe_globals([argparse.Namespace]):
         return torch_load_weights(path)
 

@@ -204,6 +204,9 @@ class DatasetAdapter:
         strict: require the dataset to be complete (every video of the split file present,
             distributed counts matched).  ``strict=False`` loads what is present.
         require_media: also require the video/frames/image files to exist.
+        lenient: repair implausible, non-finite, duplicate or truncated annotation entries instead of
+            raising, each repair recorded in ``self.repairs`` (a :class:`~unisurg.datasets.repairs.RepairLog`
+            made by ``load()``); adapters without such checks ignore it.
     """
 
     name: ClassVar[str] = ""
@@ -211,6 +214,7 @@ class DatasetAdapter:
     class_names: tuple[str, ...] = ()
     default_split_scheme: ClassVar[str] = ""
     split_schemes: ClassVar[tuple[str, ...]] = ()
+    repairs = None  # RepairLog of the last load() of adapters that check annotation plausibility
 
     def __init__(
         self,
@@ -219,6 +223,7 @@ class DatasetAdapter:
         *,
         strict: bool = True,
         require_media: bool = False,
+        lenient: bool = False,
     ):
         self.root = Path(root)
         scheme = self.default_split_scheme if split_scheme is None else split_scheme
@@ -230,6 +235,7 @@ class DatasetAdapter:
         self.split_scheme = scheme
         self.strict = strict
         self.require_media = require_media
+        self.lenient = lenient
         if not self.root.is_dir():
             raise DatasetLayoutError(f"{type(self).__name__}: dataset root {self.root} is not a folder")
 

@@ -19,6 +19,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from unisurg.datasets.base import (
     AnnotationError,
     DatasetAdapter,
@@ -33,9 +35,12 @@ from unisurg.datasets.framephase import (
     read_tool_file,
     tools_per_second,
 )
+from unisurg.datasets.plausibility import MAX_VIDEO_SECONDS, describe_seconds
+from unisurg.datasets.repairs import RepairLog
 from unisurg.datasets.splitfiles import fraction_split, load_split_file
 from unisurg.datasets.textfile import numbered_lines
 from unisurg.datasets.timeline import frame_labels_to_seconds
+from unisurg.datasets.truncation import check_tool_rows_against_phase_file
 
 CHOLEC80_PHASES = (
     "Preparation",
@@ -70,6 +75,18 @@ def read_phase_names_file(path: Path) -> tuple[str, ...]:
     return names
 
 
+def drop_implausible_frames(path: Path, frames, names: list[str], line_nos: list[int], fps: float, repairs: RepairLog):
+    """Rows of a sparse ``frame phase`` file up to a day of video (a frame index with extra digits as
+    the last row would otherwise make a label vector of days); later rows are a fault (lenient: dropped)."""
+    keep = frames <= MAX_VIDEO_SECONDS * fps
+    if keep.all():
+        return frames, names, line_nos
+    k = int(np.argmin(keep))
+    repairs.fault(path, line_nos[k], f"frame {frames[k]} lies {describe_seconds(frames[k] / fps)} into the video at "
+                  f"{fps:g} fps", "frames within a day of video", "drop the rows from here on")
+    return frames[:k], names[:k], line_nos[:k]
+
+
 @register("cholec80")
 class Cholec80Adapter(DatasetAdapter):
     """Cholec80 phase recognition (7 phases, 25 fps annotations, tools in ``extra["tools"]``).
@@ -88,10 +105,10 @@ class Cholec80Adapter(DatasetAdapter):
     split_schemes = ("32_8_40", "40_40", "by_fraction")
     split_file = "cholec80.json"
 
-    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False,
+    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, lenient=False,
                  annotation_fps: float | None = None, tool_stride: int | None = None,
                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), phase_names: tuple[str, ...] | None = None):
-        super().__init__(root, split_scheme, strict=strict, require_media=require_media)
+        super().__init__(root, split_scheme, strict=strict, require_media=require_media, lenient=lenient)
         defaults = self._default_rates()
         self.annotation_fps = float(annotation_fps if annotation_fps is not None else defaults[0])
         self.tool_stride = int(tool_stride if tool_stride is not None else defaults[1])
@@ -163,6 +180,7 @@ class Cholec80Adapter(DatasetAdapter):
         self._resolve_class_names([p for _, _, p in assignments])
         hint = "" if self._names_fixed else f" (list other names in {self.root / 'phase_names.txt'})"
         out = empty_splits()
+        self.repairs = RepairLog(self.lenient)
         for split, stem, path in assignments:
             frames, names, line_nos = read_frame_phase_file(path, consecutive=True)
             idx = names_to_indices(path, names, line_nos, self.class_names, hint)
@@ -171,7 +189,10 @@ class Cholec80Adapter(DatasetAdapter):
             tool_path = self._tool_file(stem)
             if tool_path is not None:
                 _, presence, tool_names = read_tool_file(tool_path, self.tool_stride)
-                extra["tools"] = tools_per_second(tool_path, presence, self.tool_stride, self.annotation_fps, labels.shape[0])
+                presence = check_tool_rows_against_phase_file(path, tool_path, int(frames[-1]) + 1, presence,
+                                                              self.tool_stride, self.repairs)
+                extra["tools"] = tools_per_second(tool_path, presence, self.tool_stride, self.annotation_fps, labels.shape[0],
+                                                  self.repairs)
                 extra["tool_names"] = tool_names
             media = self._media(
                 *(self.root / "videos" / f"{stem}{e}" for e in VIDEO_EXTS),
@@ -235,6 +256,7 @@ class M2CAI16Adapter(DatasetAdapter):
         scheme = load_split_file("m2cai16.json")["schemes"][self.split_scheme]
         out = empty_splits()
         missing = []
+        self.repairs = RepairLog(self.lenient)
         for split in ("train", "val", "test"):
             folder, prefix = ("test_dataset", "test_workflow_video") if split == "test" else ("train_dataset", "workflow_video")
             for n in scheme[split]:
@@ -244,6 +266,8 @@ class M2CAI16Adapter(DatasetAdapter):
                     missing.append(str(path))
                     continue
                 frames, names, line_nos = read_frame_phase_file(path, consecutive=False)
+                frames, names, line_nos = drop_implausible_frames(path, frames, names, line_nos, self.annotation_fps,
+                                                                  self.repairs)
                 idx = names_to_indices(path, names, line_nos, self.class_names)
                 labels = frame_labels_to_seconds(frames, idx, self.annotation_fps)
                 media = self._media(*(self.root / folder / f"{stem}{e}" for e in VIDEO_EXTS))

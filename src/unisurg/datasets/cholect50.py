@@ -19,6 +19,7 @@ triplets that map to each component, the convention of ivtmetrics; IV = I*10 + V
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from unisurg.datasets.base import (
     empty_splits,
     register,
 )
+from unisurg.datasets.plausibility import MAX_VIDEO_SECONDS, describe_seconds, integral
+from unisurg.datasets.repairs import RepairLog, log_or_strict
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import csv_rows, numbered_lines, parse_int, read_text
 
@@ -95,15 +98,86 @@ def _category_dict(path: Path, categories, name: str) -> tuple[str, ...]:
     return tuple(str(table[str(i)] if str(i) in table else table[i]) for i in ids)
 
 
-def read_cholect50_json(path: Path):
+def _missing_ranges(present: set[int], n: int, limit: int = 5) -> str:
+    """``"3-9, 12"``: the first ``limit`` runs of ids in 0..n-1 absent from ``present``."""
+    runs, start = [], None
+    for f in range(n + 1):
+        absent = f < n and f not in present
+        if absent and start is None:
+            start = f
+        elif not absent and start is not None:
+            runs.append(f"{start}" if f - 1 == start else f"{start}-{f - 1}")
+            start = None
+    return ", ".join(runs[:limit]) + (f", ... ({len(runs)} gaps)" if len(runs) > limit else "")
+
+
+def _frame_keys(path: Path, text: str, ann: dict, num_frames, repairs: RepairLog) -> tuple[dict, int]:
+    """``({frame: (key, instances)}, n_frames)`` of the annotations object, after the plausibility checks:
+    integer keys 0..n-1 at 1 fps, each once, within a day, none missing."""
+    ann_at = text.find('"annotations"')
+    frames = {}
+    for key, instances in ann.items():
+        line = _key_line(text, key, ann_at)
+        try:
+            f = int(key)
+        except ValueError:
+            raise AnnotationError(path, line, f"frame key {key!r}", "integer frame ids") from None
+        if f < 0:
+            raise AnnotationError(path, line, f"frame key {key!r}", "frame ids >= 0")
+        if f > MAX_VIDEO_SECONDS:
+            repairs.fault(path, line, f"frame key {key!r} lies {describe_seconds(f)} into a 1-fps video",
+                          f"frame ids of a 1-fps video (at most {MAX_VIDEO_SECONDS}, one day)", "drop this frame")
+            continue
+        frames[f] = (key, instances)
+    n = (max(frames) + 1) if frames else 0
+    if num_frames is not None:
+        count = integral(num_frames)
+        if count is None or not 0 <= count <= MAX_VIDEO_SECONDS + 1:
+            repairs.fault(path, _key_line(text, "num_frames"), f"num_frames is {num_frames!r}",
+                          "a frame count within a day at 1 fps", "ignore num_frames")
+        elif count < n:
+            repairs.fault(path, _key_line(text, "num_frames"), f"num_frames is {count} but frame {n - 1} is annotated",
+                          f"num_frames >= {n}", "ignore num_frames")
+        else:
+            n = count
+    if len(frames) < n:
+        repairs.fault(path, None, f"{n - len(frames)} of {n} frame keys missing (frames {_missing_ranges(set(frames), n)})",
+                      "one key per 1-fps frame from 0 (a frame without triplet holds an instance of -1 ids)",
+                      "leave the missing frames unlabelled (not scored, as the official loader skips them)")
+    return frames, n
+
+
+def _no_duplicate_keys(path: Path, text: str, repairs: RepairLog):
+    """A ``json.loads`` ``object_pairs_hook`` reporting a key given twice in one object (``json`` keeps the
+    last silently); lenient keeps the first."""
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:  # the later of the two: the last '"k":' of the text (exact for the annotations object)
+                last = [m.start() for m in re.finditer(rf'"{re.escape(k)}"\s*:', text)]
+                line = text.count("\n", 0, last[-1]) + 1 if last else None
+                repairs.fault(path, line, f"key {k!r} appears twice in one object",
+                              "each key once", "keep its first value")
+                continue
+            out[k] = v
+        return out
+
+    return hook
+
+
+def read_cholect50_json(path: Path, repairs: RepairLog | None = None):
     """Parse one ``labels/VIDxx.json``.
 
-    Returns ``(ivt uint8 [n, 100], raw dict of per-column presence, phase int64 [n], categories)``
-    where ``categories`` maps ``triplet/instrument/verb/target/phase`` to name tuples.
+    Returns ``(ivt uint8 [n, 100], raw dict of per-column presence, phase int64 [n], categories, labelled)``
+    where ``categories`` maps ``triplet/instrument/verb/target/phase`` to name tuples and ``labelled``
+    (``bool [n]``) marks the frames that have a key (all of them unless a lenient load repaired gaps). Duplicate keys,
+    non-finite or non-integer ids, implausible or missing frame keys are faults (``repairs``: strict
+    raises, lenient records the repair).
     """
+    repairs = log_or_strict(repairs)
     text = read_text(path)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys(path, text, repairs))
     except json.JSONDecodeError as e:
         raise AnnotationError(path, e.lineno, f"invalid JSON: {e.msg}", "a CholecT50 label JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
@@ -117,18 +191,7 @@ def read_cholect50_json(path: Path):
              "verb": len(cats["verb"]), "target": len(cats["target"])}
     ann = data["annotations"]
     ann_at = text.find('"annotations"')
-    frames = {}
-    for key, instances in ann.items():
-        try:
-            f = int(key)
-        except ValueError:
-            raise AnnotationError(path, _key_line(text, key, ann_at), f"frame key {key!r}", "integer frame ids") from None
-        if f < 0:
-            raise AnnotationError(path, _key_line(text, key, ann_at), f"frame key {key!r}", "frame ids >= 0")
-        frames[f] = (key, instances)
-    n = (max(frames) + 1) if frames else 0
-    if isinstance(data.get("num_frames"), int):
-        n = max(n, data["num_frames"])
+    frames, n = _frame_keys(path, text, ann, data.get("num_frames"), repairs)
     ivt = np.zeros((n, sizes["triplet"]), dtype=np.uint8)
     raw = {"instrument": np.zeros((n, sizes["instrument"]), np.uint8),
            "verb": np.zeros((n, sizes["verb"]), np.uint8),
@@ -141,6 +204,11 @@ def read_cholect50_json(path: Path):
             line = _key_line(text, key, ann_at)
             raise AnnotationError(path, line, f"annotations[{key!r}] is not a list", "a list of 15-value instances")
         for j, inst in enumerate(instances):
+            if isinstance(inst, list) and len(inst) == INSTANCE_LEN and not _ids_integral(inst):
+                repairs.fault(path, _key_line(text, key, ann_at),
+                              f"annotations[{key!r}][{j}] has ids {[inst[c] for c in _ID_COLUMNS]!r} (NaN, infinite "
+                              "or fractional)", "integer ids, -1 for absent", "drop this instance")
+                continue
             if not isinstance(inst, list) or len(inst) != INSTANCE_LEN:
                 raise AnnotationError(path, _key_line(text, key, ann_at),
                                       f"annotations[{key!r}][{j}] has {len(inst) if isinstance(inst, list) else 'no'} values",
@@ -148,11 +216,11 @@ def read_cholect50_json(path: Path):
             for col, kind, limit in ((COL_TRIPLET, "triplet", sizes["triplet"]), (COL_TOOL, "instrument", sizes["instrument"]),
                                      (COL_VERB, "verb", sizes["verb"]), (COL_TARGET, "target", sizes["target"]),
                                      (COL_PHASE, "phase", n_phase)):
-                v = inst[col]
-                if not isinstance(v, (int, float)) or v != int(v) or not -1 <= int(v) < limit:
+                v = integral(inst[col])
+                if v is None or not -1 <= v < limit:
                     raise AnnotationError(path, _key_line(text, key, ann_at),
-                                          f"annotations[{key!r}][{j}] {kind} id is {v!r}", f"-1 or an id in 0..{limit - 1}")
-                v = int(v)
+                                          f"annotations[{key!r}][{j}] {kind} id is {inst[col]!r}",
+                                          f"-1 or an id in 0..{limit - 1}")
                 if v < 0:
                     continue
                 if kind == "triplet":
@@ -164,7 +232,18 @@ def read_cholect50_json(path: Path):
                     phase[f] = v
                 else:
                     raw[kind][f, v] = 1
-    return ivt, raw, phase, cats
+    labelled = np.zeros(n, dtype=bool)
+    labelled[list(frames)] = True
+    return ivt, raw, phase, cats, labelled
+
+
+_ID_COLUMNS = (COL_TRIPLET, COL_TOOL, COL_VERB, COL_TARGET, COL_PHASE)
+
+
+def _ids_integral(inst: list) -> bool:
+    """Every id column of an instance an integer (NaN, Infinity, 2.5, strings are not; the range is
+    checked afterwards)."""
+    return all(integral(inst[col]) is not None for col in _ID_COLUMNS)
 
 
 def read_t45_table(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +297,7 @@ class _TripletAdapter(DatasetAdapter):
         if not json_dir.is_dir() and not t45_dir.is_dir():
             raise DatasetLayoutError(f"{type(self).__name__}: neither {json_dir} (JSON labels) nor {t45_dir} (CholecT45 tables) exists")
         use_json = json_dir.is_dir()
+        self.repairs = RepairLog(self.lenient)
         t45_names = None
         if not use_json:
             t45_names = {k: read_t45_dict(self.root / "dict" / f"{k}.txt") for k in ("triplet", "instrument", "verb", "target")}
@@ -231,7 +311,7 @@ class _TripletAdapter(DatasetAdapter):
                     missing.append(str(path))
                     continue
                 if use_json:
-                    ivt, raw, phase, cats = read_cholect50_json(path)
+                    ivt, raw, phase, cats, labelled = read_cholect50_json(path, self.repairs)
                     frames_dir = self._media(self.root / "videos" / vid)
                 else:
                     cats = dict(t45_names, phase=())
@@ -254,6 +334,8 @@ class _TripletAdapter(DatasetAdapter):
                          "iv": tuple(f"{a},{b}" for a in reference["instrument"] for b in reference["verb"]),
                          "it": tuple(f"{a},{b}" for a in reference["instrument"] for b in reference["target"])}
                 extra = {f"{k}_column": v for k, v in raw.items()}
+                if use_json and not labelled.all():
+                    extra["labelled"] = labelled  # seconds without annotation: not trained on, not scored
                 if cats.get("phase"):
                     extra["phase_names"] = cats["phase"]
                 out[split].append(MultiLabelVideo(vid, frames_dir, split, ivt, self.class_names, comps, names, phase, 1.0, extra))

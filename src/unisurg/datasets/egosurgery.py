@@ -84,8 +84,8 @@ class EgoSurgeryAdapter(DatasetAdapter):
     default_split_scheme = "official"
     split_schemes = ("official",)
 
-    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, annotation_fps: float = 0.5):
-        super().__init__(root, split_scheme, strict=strict, require_media=require_media)
+    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, lenient=False, annotation_fps: float = 0.5):
+        super().__init__(root, split_scheme, strict=strict, require_media=require_media, lenient=lenient)
         self.annotation_fps = float(annotation_fps)
 
     def _csv_dir(self) -> Path:

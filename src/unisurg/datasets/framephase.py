@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from unisurg.datasets.base import AnnotationError
+from unisurg.datasets.repairs import RepairLog, log_or_strict
 from unisurg.datasets.textfile import numbered_lines, parse_int
 
 
@@ -101,21 +102,24 @@ def read_tool_file(path: Path, stride: int) -> tuple[np.ndarray, np.ndarray, tup
     return np.asarray(frames, np.int64), np.asarray(rows, dtype=np.int8).reshape(-1, len(tools)), tools
 
 
-def tools_per_second(path: Path, presence: np.ndarray, stride: int, fps: float, n_seconds: int) -> np.ndarray:
+def tools_per_second(path: Path, presence: np.ndarray, stride: int, fps: float, n_seconds: int,
+                     repairs: RepairLog | None = None) -> np.ndarray:
     """Tool presence per second, ``int8 [n_seconds, K]``: second ``t`` takes the row covering frame
     ``floor(t * fps)`` (row ``r`` covers frames ``[r * stride, (r + 1) * stride)``).
 
     The distributed Cholec80 tool files stop one 1-fps sample short of the phase file, so the last
     second is covered by no row; it is set to ``-1`` (unknown).  More than one uncovered second is
-    an error.
+    a fault (``repairs``: strict raises, lenient leaves those seconds unknown too).
     """
     on_screen = np.floor(np.arange(n_seconds) * fps + 1e-9).astype(np.int64)
     row = on_screen // stride
     uncovered = row >= presence.shape[0]
     if uncovered.sum() > 1:
-        raise AnnotationError(
-            path, None, f"{presence.shape[0]} tool rows leave {int(uncovered.sum())} of {n_seconds} seconds unannotated",
+        log_or_strict(repairs).fault(
+            path, None, f"{presence.shape[0]} tool rows leave {int(uncovered.sum())} of {n_seconds} seconds unannotated "
+            "(the tool file looks cut)",
             "rows up to the end of the phase file (the Cholec80 files omit at most the last second)",
+            "mark the uncovered seconds' tools unknown (-1)",
         )
     out = np.full((n_seconds, presence.shape[1]), -1, dtype=np.int8)
     out[~uncovered] = presence[row[~uncovered]]

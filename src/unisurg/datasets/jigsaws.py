@@ -21,8 +21,10 @@ from unisurg.datasets.base import (
     SkillTrial,
     register,
 )
+from unisurg.datasets.repairs import RepairLog
 from unisurg.datasets.splitfiles import load_split_file
 from unisurg.datasets.textfile import numbered_lines, parse_int
+from unisurg.datasets.truncation import check_meta_against_trials
 
 _TRIAL = re.compile(r"^(?P<task>[A-Za-z_]+)_(?P<surgeon>[A-Z])(?P<number>\d{3})$")
 _GESTURE = re.compile(r"^G\d+$")
@@ -106,8 +108,8 @@ class JIGSAWSAdapter(DatasetAdapter):
     default_split_scheme = "loso_1"
     split_schemes = tuple(f"loso_{k}" for k in _sf["loso_trials"]) + tuple(f"louo_{s}" for s in _sf["louo_surgeons"])
 
-    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, task: str = "Suturing"):
-        super().__init__(root, split_scheme, strict=strict, require_media=require_media)
+    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, lenient=False, task: str = "Suturing"):
+        super().__init__(root, split_scheme, strict=strict, require_media=require_media, lenient=lenient)
         if task not in self._sf["tasks"]:
             raise ValueError(f"JIGSAWSAdapter: task {task!r}; valid tasks: {', '.join(self._sf['tasks'])}")
         self.jigsaws_task = task
@@ -119,7 +121,12 @@ class JIGSAWSAdapter(DatasetAdapter):
         if not meta.is_file():
             raise DatasetLayoutError(f"JIGSAWSAdapter: {meta} not found")
         out = []
-        for row in read_meta_file(meta, check_grs=self.strict):
+        self.repairs = RepairLog(self.lenient)
+        rows = read_meta_file(meta, check_grs=self.strict)
+        check_meta_against_trials(meta, [r["trial"] for r in rows], _trial_files(task_dir),
+                                  self._sf.get("expected_trials", {}).get(self.jigsaws_task), self.repairs,
+                                  strict=self.strict)
+        for row in rows:
             task, surgeon, number = parse_trial_id(row["trial"])
             if task != self.jigsaws_task:
                 raise AnnotationError(meta, row["line"], f"trial {row['trial']} of task {task}", f"trials of {self.jigsaws_task}")
@@ -158,6 +165,16 @@ class JIGSAWSAdapter(DatasetAdapter):
         if self.strict and not test:
             raise DatasetLayoutError(f"JIGSAWSAdapter: fold {self.split_scheme} has no test trials under {self.root}")
         return {"train": train, "val": [], "test": test}
+
+
+def _trial_files(task_dir: Path) -> dict[str, Path]:
+    """``{trial id: one of its files}`` from ``transcriptions/<trial>.txt`` and ``video/<trial>_capture*.avi``."""
+    found: dict[str, Path] = {}
+    for p in sorted((task_dir / "transcriptions").glob("*.txt")):
+        found.setdefault(p.stem, p)
+    for p in sorted((task_dir / "video").glob("*_capture*.avi")):
+        found.setdefault(p.stem.rsplit("_capture", 1)[0], p)
+    return {t: p for t, p in found.items() if _TRIAL.match(t)}
 
 
 def _with_split(t: SkillTrial, split: str) -> SkillTrial:

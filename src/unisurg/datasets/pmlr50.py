@@ -11,6 +11,7 @@ holds the video, because the release scripts name their folders inconsistently.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +24,28 @@ from unisurg.datasets.base import (
     empty_splits,
     register,
 )
-from unisurg.datasets.safe_pickle import load_pickle
+from unisurg.datasets.plausibility import MAX_VIDEO_SECONDS, integral
+from unisurg.datasets.repairs import RepairLog, log_or_strict
+from unisurg.datasets.safe_pickle import UnsafePickleError, load_pickle
 from unisurg.datasets.splitfiles import load_split_file
 
 N_PHASES = 5
 PMLR50_PHASES = tuple(f"phase_{i}" for i in range(N_PHASES))  # the release publishes ids only
 
 
-def read_pmlr_pickle(path: Path) -> dict[str, np.ndarray]:
-    """``{video_id: phase per second int64 [n]}`` of one label pickle (entries must be frames 0..n-1)."""
-    data = load_pickle(path)
+def read_pmlr_pickle(path: Path, repairs: RepairLog | None = None) -> dict[str, np.ndarray]:
+    """``{video_id: phase per second int64 [n]}`` of one label pickle (entries must be frames 0..n-1).
+
+    A ``phase_gt`` that is not an integer (2.9, NaN) is a fault (``repairs``: strict raises, lenient
+    marks the second unlabelled, -1); an unreadable pickle is an :class:`AnnotationError` naming the file."""
+    repairs = log_or_strict(repairs)
+    try:
+        data = load_pickle(path)
+    except UnsafePickleError:
+        raise  # refused on purpose; the message names the file and the global
+    except pickle.UnpicklingError as e:
+        raise AnnotationError(path, None, str(e).removeprefix(f"{path}: "), "a label pickle of dicts, lists, "
+                              "numbers and strings") from None
     if not isinstance(data, dict):
         raise AnnotationError(path, None, f"top level is {type(data).__name__}", "a dict {video_id: [frame dicts]}")
     out = {}
@@ -40,17 +53,24 @@ def read_pmlr_pickle(path: Path) -> dict[str, np.ndarray]:
         where = f"video {vid!r}"
         if not isinstance(frames, (list, tuple)) or not frames:
             raise AnnotationError(path, None, f"{where} holds {type(frames).__name__}", "a non-empty list of frame dicts")
+        if len(frames) > MAX_VIDEO_SECONDS + 1:
+            raise AnnotationError(path, None, f"{where} has {len(frames)} frames", "at most a day of 1-fps frames")
         labels = np.empty(len(frames), np.int64)
         for k, fr in enumerate(frames):
             if not isinstance(fr, dict) or "frame_id" not in fr or "phase_gt" not in fr:
                 raise AnnotationError(path, None, f"{where} entry {k} is not a dict with frame_id and phase_gt",
                                       "{'frame_id': int, 'phase_gt': int, ...}")
             fid, ph = fr["frame_id"], fr["phase_gt"]
-            if int(fid) != k:
-                raise AnnotationError(path, None, f"{where} entry {k} has frame_id {fid}", f"frame_id {k} (1 fps, from 0)")
-            if not 0 <= int(ph) < N_PHASES:
-                raise AnnotationError(path, None, f"{where} frame {k} has phase_gt {ph}", f"0..{N_PHASES - 1}")
-            labels[k] = int(ph)
+            if integral(fid) != k:
+                raise AnnotationError(path, None, f"{where} entry {k} has frame_id {fid!r}", f"frame_id {k} (1 fps, from 0)")
+            phase = integral(ph)
+            if phase is None:
+                repairs.fault(path, None, f"{where} frame {k} has phase_gt {ph!r} (not an integer)",
+                              f"an integer phase 0..{N_PHASES - 1}", "mark this second unlabelled (-1)")
+                phase = -1
+            elif not 0 <= phase < N_PHASES:
+                raise AnnotationError(path, None, f"{where} frame {k} has phase_gt {ph!r}", f"0..{N_PHASES - 1}")
+            labels[k] = phase
         out[str(vid)] = labels
     return out
 
@@ -75,8 +95,9 @@ class PmLR50Adapter(DatasetAdapter):
     def load(self) -> dict[str, list[PhaseVideo]]:
         labels: dict[int, np.ndarray] = {}
         source: dict[int, Path] = {}
+        self.repairs = RepairLog(self.lenient)
         for p in self._pickles():
-            for vid, lab in read_pmlr_pickle(p).items():
+            for vid, lab in read_pmlr_pickle(p, self.repairs).items():
                 try:
                     n = int(vid)
                 except ValueError:

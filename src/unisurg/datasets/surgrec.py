@@ -79,10 +79,10 @@ class SurgRecSplitAdapter(DatasetAdapter):
     default_split_scheme = "as_distributed"
     split_schemes = ("as_distributed",)
 
-    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False,
+    def __init__(self, root, split_scheme=None, *, strict=True, require_media=False, lenient=False,
                  split_dir: Path | str | None = None, class_names: tuple[str, ...] | None = None,
                  drop_labels: tuple[int, ...] = ()):
-        super().__init__(root, split_scheme, strict=strict, require_media=require_media)
+        super().__init__(root, split_scheme, strict=strict, require_media=require_media, lenient=lenient)
         self.split_dir = Path(split_dir) if split_dir is not None else self.root / "splits"
         if not self.split_dir.is_dir():
             raise DatasetLayoutError(f"SurgRecSplitAdapter: split folder {self.split_dir} not found")

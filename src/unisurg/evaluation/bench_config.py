@@ -152,6 +152,9 @@ class BenchConfig:
     cache_dir: str = "~/.cache/unisurg/bench"
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     ingest_workers: int = 1
+    # repair faulty annotation entries (implausible, non-finite, duplicate, cut files) instead of failing;
+    # every repair is printed and listed in results.json (runs.*.annotation_repairs); `bench --lenient` sets it
+    lenient: bool = False
 
     def validate(self) -> None:
         if self.clip.augment != "none" and not self.features.online:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from pickle import UnpicklingError
 
 from unisurg.backbones.features import FeatureCacheError
 from unisurg.backbones.spec import BackboneSpecError
@@ -30,7 +31,7 @@ from unisurg.evaluation.predict import (
 from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
 from unisurg.evaluation.zero_shot import RESULTS_NAME, run_zero_shot
 from unisurg.models.strict_load import CheckpointError
-from unisurg.typed_config import ConfigError
+from unisurg.typed_config import ConfigError, check_output_folder
 
 CONFIG_HELP = "preset (paper, tiny) or YAML file; default: paper (the authors' protocol)"
 OVERRIDES_HELP = "config overrides key=value, e.g. train.epochs=2 clip.frames=16 cache_dir=/fast/cache"
@@ -65,7 +66,9 @@ def _common_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-scheme", default=None,
                    help="split scheme of the adapter (default: its default); JIGSAWS: loso / louo run all folds")
     p.add_argument("--config", default="paper", help=CONFIG_HELP)
-    p.add_argument("--lenient", action="store_true", help="load an incomplete dataset (adapter strict=False)")
+    p.add_argument("--lenient", action="store_true",
+                   help="load an incomplete dataset (adapter strict=False) and repair faulty annotation entries "
+                        "instead of failing (config lenient=true); every repair is printed and kept in results.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     _intermixed(p)
@@ -118,7 +121,12 @@ def add_parser(subparsers) -> None:
 def _errors() -> tuple[type[BaseException], ...]:
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
             ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
-            FileNotFoundError)
+            FileNotFoundError, UnpicklingError)
+
+
+def _lenient(a) -> list[str]:
+    """The overrides, plus ``lenient=true`` under ``--lenient``."""
+    return list(a.overrides or []) + (["lenient=true"] if a.lenient else [])
 
 
 def _guard(name: str, fn) -> int:
@@ -142,8 +150,9 @@ def run_bench(a) -> int:
         if a.prompts is not None or a.prompt_template is not None:
             raise BenchError("--prompts / --prompt-template only apply to --protocol zero-shot")
 
+        check_output_folder(a.out, "--out")
         run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
-                      overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+                      overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
         return 0
 
@@ -153,7 +162,7 @@ def run_bench(a) -> int:
 def run_extract(a) -> int:
     def go():
         done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
-                                overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+                                overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
         for name, folders in done.items():
             for split, folder in folders.items():
                 print(f"{name}\t{split}\t{folder}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from unisurg.backbones.features import ClipPixels, Encoder, batch_groups
@@ -32,6 +32,7 @@ from unisurg.device import resolve_device
 from unisurg.evaluation.bench_config import BenchConfig, ClipConfig, load_bench_config
 from unisurg.evaluation.figures import plot_ribbons
 from unisurg.evaluation.probe import ProbeSpec, build_probe
+from unisurg.models.integrity import check_finite, read_safetensors
 from unisurg.typed_config import load_config, to_dict
 
 PER_SECOND_TASKS = ("phase", "triplet")
@@ -61,7 +62,8 @@ def load_probe(probe_dir: str | Path, device: str | torch.device = "cpu") -> tup
         raise ProbeFormatError(f"{meta_path}: not a unisurg probe (format={meta.get('format')!r})")
     spec = ProbeSpec.from_json(meta["probe"])
     probe = build_probe(spec, 1)
-    state = load_file(str(weights))
+    state, _ = read_safetensors(weights)  # a truncated / empty file: CheckpointError naming it
+    check_finite(state, source=str(weights))
     missing = set(probe.state_dict()) ^ set(state)
     if missing:
         raise ProbeFormatError(f"{weights}: tensors do not match the probe in probe.json (differ: {sorted(missing)[:5]})")

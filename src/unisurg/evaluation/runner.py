@@ -89,6 +89,7 @@ class PreparedDataset:
     folds: list[EvalFold]
     store: object | None
     ids: dict[str, str]
+    repairs: list = field(default_factory=list)  # Repair entries of a lenient load
 
 
 def slug(text: str) -> str:
@@ -130,16 +131,17 @@ def carve_validation(records: dict[str, list], fraction: float, task_name: str) 
     return out, f"carved from training: {len(held)} of {len(train)} ({fraction:.0%}, by name)"
 
 
-def load_folds(dataset: str, root, split_scheme: str | None, strict: bool) -> tuple[object, list[tuple[str, dict]]]:
+def load_folds(dataset: str, root, split_scheme: str | None, strict: bool,
+               lenient: bool = False) -> tuple[object, list[tuple[str, dict]]]:
     cls = get_adapter(dataset)
     if split_scheme in ("loso", "louo") and hasattr(cls, "folds"):
-        adapter = cls(root, strict=strict)
+        adapter = cls(root, strict=strict, lenient=lenient)
         folds = adapter.folds(split_scheme)
         keys = [s for s in cls.split_schemes if s.startswith(f"{split_scheme}_")]  # loso_1.., louo_B.. (fold order)
         if len(keys) != len(folds):
             keys = [f"{split_scheme}_{i + 1}" for i in range(len(folds))]
         return adapter, [(k, {"train": tr, "val": [], "test": te}) for k, (tr, te) in zip(keys, folds)]
-    adapter = cls(root, split_scheme, strict=strict)
+    adapter = cls(root, split_scheme, strict=strict, lenient=lenient)
     return adapter, [(adapter.split_scheme, adapter.load())]
 
 
@@ -147,8 +149,12 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
             splits: dict[str, list] | None = None, class_names: tuple[str, ...] | None = None, task_name: str | None = None,
             progress: bool = False, log: Callable[[str], None] = print) -> PreparedDataset:
     """Load the dataset, carve validation if needed, ingest its media, and build every fold's samples."""
+    repairs = []
     if splits is None:
-        adapter, raw_folds = load_folds(dataset, root, split_scheme, strict)
+        adapter, raw_folds = load_folds(dataset, root, split_scheme, strict, cfg.lenient)
+        repairs = list(adapter.repairs.entries) if adapter.repairs is not None else []
+        for r in repairs:
+            log(f"annotation repair (lenient): {r}")
         class_names = tuple(adapter.class_names)
         task_name = adapter.task
         scheme = split_scheme or adapter.split_scheme
@@ -188,7 +194,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
         past = sum(i.get("past_end", 0) for s in f.splits.values() for i in s.group_info)
         if past:
             log(f"note: {past} labelled seconds lie past the end of their decoded video; they use the last frame")
-    return PreparedDataset(dataset, scheme, task, class_names, folds, store, ids)
+    return PreparedDataset(dataset, scheme, task, class_names, folds, store, ids, repairs)
 
 
 # -- features ---------------------------------------------------------------------------------
@@ -426,6 +432,7 @@ def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torc
         "probes": probes,
         "columns": [dataclasses.asdict(c) for c in task.columns],
         "config": to_dict(cfg), "timings": timings, "created": time.time(),
+        "annotation_repairs": [r.to_dict() for r in prep.repairs],
     }
     if out is not None:
         run_dir = out / "runs" / slug(prep.dataset) / slug(label or backbone.name)

@@ -255,7 +255,8 @@ class TripletTask(_PerSecond):
             self.selection_metric = "map"
 
     def _labelled(self, rec):
-        return np.arange(rec.n_seconds)
+        mask = rec.extra.get("labelled")  # frames a lenient load found without annotation are left out
+        return np.arange(rec.n_seconds) if mask is None else np.flatnonzero(mask)
 
     def fit(self, train):
         pass

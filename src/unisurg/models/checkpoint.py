@@ -26,13 +26,19 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from unisurg._version import __version__
 from unisurg.atomic_files import atomic_path, write_text_atomic
 from unisurg.models import interop_hf, interop_vjepa2
+from unisurg.models.integrity import (
+    CHECKSUMS_NAME,
+    read_safetensors,
+    safetensors_metadata,
+    torch_load_weights,
+    verify_checksums,
+)
 from unisurg.models.predictor import PredictorConfig, VideoPredictor
 from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.vit import EncoderConfig, VideoViT
@@ -102,6 +108,8 @@ def save_checkpoint(
         text = json.dumps(config, indent=2, sort_keys=True)
     except TypeError as e:
         raise TypeError(f"save_checkpoint: 'extra' must hold only JSON values (str, number, bool, list, dict): {e}") from e
+    if weights_path.name == WEIGHTS_NAME:  # a checksum record of earlier files here would no longer match
+        (weights_path.parent / CHECKSUMS_NAME).unlink(missing_ok=True)
     with atomic_path(weights_path) as tmp:
         save_file(_unshare(tensors), str(tmp), metadata={"format": "pt", METADATA_KEY: text})
     write_text_atomic(config_path, text + "\n")
@@ -149,9 +157,11 @@ def read_config(path: str | Path) -> dict:
 def _metadata_config(weights_path: Path) -> dict | None:
     if not weights_path.exists():
         return None
-    with safe_open(str(weights_path), framework="pt") as f:
-        text = (f.metadata() or {}).get(METADATA_KEY)
-    return json.loads(text) if text else None
+    text = safetensors_metadata(weights_path).get(METADATA_KEY)
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{weights_path}: the unisurg config in its metadata is not valid JSON ({e})") from None
 
 
 def detect_format(path: str | Path) -> str:
@@ -175,21 +185,6 @@ def detect_format(path: str | Path) -> str:
             return "unisurg"
         return "safetensors"
     return "torch"
-
-
-def torch_load_weights(path: Path):
-    """``torch.load(weights_only=True)``, memory-mapped when the file allows; errors name the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mmapped: retry without
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise CheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True): {e}. Only tensors and plain containers are "
-            "accepted; re-save the state dicts alone if the file holds pickled objects"
-        ) from e
 
 
 def _finish(model: nn.Module, *, device, dtype, info: dict) -> nn.Module:
@@ -225,10 +220,9 @@ def _load_ours(path: Path, component: str | None, *, kind: str):
     entry = comps[component]
     cls, cfg_cls = (VideoViT, EncoderConfig) if entry["class"] == "VideoViT" else (VideoPredictor, PredictorConfig)
     model_cfg = cfg_cls.from_dict(entry["config"], where=f"{weights_path} [{component}]")
-
-    prefix = component + "."
-    with safe_open(str(weights_path), framework="pt") as f:  # read only this component's tensors
-        sd = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    if weights_path.parent.joinpath(CHECKSUMS_NAME).exists() and weights_path.name == WEIGHTS_NAME:
+        verify_checksums(weights_path.parent)  # a run checkpoint or export: refuse damaged files
+    sd, _ = read_safetensors(weights_path, prefix=component + ".")  # read only this component's tensors
     with torch.device("meta"):
         model = cls(model_cfg)
     load_strict(model, sd, source=f"{weights_path} [{component}]", assign=True)
@@ -266,7 +260,7 @@ def load_encoder(
         return _finish(model, device=device, dtype=dtype,
                        info={"format": "hf", "source": str(p), "component": "encoder", "notes": []})
     if fmt == "safetensors":
-        obj = load_file(str(p))
+        obj, _ = read_safetensors(p)
     else:
         obj = torch_load_weights(p)
     source = str(p)

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from unisurg.models.integrity import read_safetensors, torch_load_weights
 from unisurg.models.strict_load import CheckpointError, load_strict
 from unisurg.models.vit import EncoderConfig, VideoViT
 
@@ -109,12 +109,10 @@ def encoder_config_from_hf(cfg: dict, *, source: str) -> EncoderConfig:
 
 
 def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """One weight file of a HF folder (safetensors or torch); errors name the file."""
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_safetensors(path)[0]
+    return torch_load_weights(path)
 
 
 def read_hf_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -41,9 +41,31 @@ def check_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, 
     raise CheckpointError("\n  ".join(parts))
 
 
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Keys of floating-point tensors holding NaN or +-inf, each with its count."""
+    bad = []
+    for k, v in tensors.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() and v.device.type != "meta":
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.numel()})")
+    return bad
+
+
+def check_finite(tensors: dict[str, torch.Tensor], *, source: str) -> None:
+    """Refuse weights holding NaN / inf (a diverged run's checkpoint), naming the tensors."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        shown = ", ".join(bad[:8]) + (f", ... ({len(bad)} tensors in all)" if len(bad) > 8 else "")
+        raise CheckpointError(f"{source}: non-finite weights (NaN or inf) in {shown}; the checkpoint comes from a "
+                              "diverged run or is damaged; use an earlier checkpoint")
+
+
 def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, assign: bool = False) -> nn.Module:
-    """``module.load_state_dict(state_dict, strict=True)`` after :func:`check_state_dict`."""
+    """``module.load_state_dict(state_dict, strict=True)`` after :func:`check_state_dict` and
+    :func:`check_finite` (weights with NaN / inf are never loaded)."""
     check_state_dict(module, state_dict, source=source)
+    check_finite(state_dict, source=source)
     module.load_state_dict(state_dict, strict=True, assign=assign)
     return module
 

@@ -7,12 +7,16 @@ Layout of a run folder::
                                              (so `init.checkpoint` and `load_encoder` read it directly)
         decoder.safetensors                  SurgRec-MAE decoder
         train_state.pt                       optimizer, step, epoch, sampler position, RNG of every rank, config
+        checksums.json                       SHA-256 and size of every file above (verified on resume)
     OUT/checkpoints/latest.json      {"step": 1000, "dir": "step_00001000"}
 
 A checkpoint is written into a hidden temporary directory, every file fsynced, then the
 directory is renamed into place and ``latest.json`` replaced (temp + fsync + rename), so a
 process killed at any instant leaves either the previous state or the new one, never a torn
-file. Learning-rate, weight-decay and EMA schedules are functions of the step and the mask
+file. On resume the newest checkpoint whose files match their checksums is used: a damaged one
+(truncated, zeroed, flipped bytes) is named, set aside as ``damaged-step_*`` and the next older
+intact one is taken, said loudly (:func:`newest_intact_checkpoint`). ``latest.json`` may only name
+a ``step_*`` folder inside ``checkpoints/``. Learning-rate, weight-decay and EMA schedules are functions of the step and the mask
 generators are seeded by sample position: the step and the sampler position restore them.
 """
 
@@ -28,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -41,9 +44,10 @@ from torch.distributed.checkpoint.state_dict import (
 
 from unisurg.atomic_files import fsync_dir, fsync_file, write_bytes_atomic
 from unisurg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_checkpoint
+from unisurg.models.integrity import read_safetensors, verify_checksums, write_checksums
 from unisurg.models.mae_decoder import MAEDecoderConfig
 from unisurg.models.predictor import VideoPredictor
-from unisurg.models.strict_load import CheckpointError, load_strict
+from unisurg.models.strict_load import CheckpointError, check_finite, load_strict
 from unisurg.models.vit import VideoViT
 
 STATE_NAME = "train_state.pt"
@@ -190,7 +194,8 @@ def write_checkpoint(checkpoints: Path, step: int, contents: CheckpointContents,
     def fill(tmp: Path) -> list[Path]:
         files = write_model_files(tmp, contents, {"step": step, "epoch": contents.train_state.get("epoch")})
         torch.save(contents.train_state, tmp / STATE_NAME)
-        return files + [tmp / STATE_NAME]
+        files.append(tmp / STATE_NAME)
+        return files + [write_checksums(tmp, files)]
 
     name = step_dir_name(step)
     final = write_dir_atomically(checkpoints / name, fill)
@@ -202,7 +207,11 @@ def write_checkpoint(checkpoints: Path, step: int, contents: CheckpointContents,
 def export_model(path: Path, contents: CheckpointContents) -> Path:
     """The trained model alone (no optimizer state), atomically, in our checkpoint format."""
     extra = {"step": contents.train_state["step"], "config": contents.train_state["config"]}
-    return write_dir_atomically(path, lambda tmp: write_model_files(tmp, contents, extra))
+    def fill(tmp: Path) -> list[Path]:
+        files = write_model_files(tmp, contents, extra)
+        return files + [write_checksums(tmp, files)]
+
+    return write_dir_atomically(path, fill)
 
 
 def list_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
@@ -240,38 +249,97 @@ def clean_temporaries(checkpoints: Path) -> None:
                     p.unlink(missing_ok=True)
 
 
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint ``latest.json`` names, else the newest complete one, else None."""
+def pointed_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint ``latest.json`` names, if it is a complete ``step_*`` folder directly inside
+    ``checkpoints`` (a pointer leading elsewhere, e.g. ``../../other`` or an absolute path, is ignored)."""
     pointer = checkpoints / LATEST_NAME
-    if pointer.exists():
-        try:
-            name = json.loads(pointer.read_text())["dir"]
-            path = checkpoints / name
-            if (path / STATE_NAME).exists():
-                return path
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
+    try:
+        name = json.loads(pointer.read_text())["dir"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(name, str) or not _STEP_DIR.match(name):
+        return None
+    path = checkpoints / name
+    if path.is_symlink() or path.resolve().parent != checkpoints.resolve() or not (path / STATE_NAME).exists():
+        return None
+    return path
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint ``latest.json`` names (inside ``checkpoints``), else the newest complete one, else None."""
     found = list_checkpoints(checkpoints)
+    pointed = pointed_checkpoint(checkpoints)
+    if pointed is not None:
+        return pointed
     return found[-1][1] if found else None
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict | None, dict]:
-    """``(student state, target state or None, train state)`` of a checkpoint directory, on CPU."""
+def check_checkpoint(path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the file if checkpoint ``path`` is damaged: its checksums
+    when recorded, else (older checkpoints) a full read."""
+    if not verify_checksums(path):
+        read_checkpoint(path)
 
+
+def newest_intact_checkpoint(checkpoints: Path, warn) -> Path | None:
+    """The newest checkpoint that passes :func:`check_checkpoint`, ``latest.json``'s first.
+
+    Each damaged one is reported through ``warn(message)`` naming the file and renamed to
+    ``damaged-step_*`` (kept for inspection, no longer listed, never pruned). None when there is no
+    checkpoint; :class:`CheckpointError` listing every problem when all are damaged.
+    """
+    candidates = [p for _, p in reversed(list_checkpoints(checkpoints))]
+    pointed = pointed_checkpoint(checkpoints)
+    if (checkpoints / LATEST_NAME).exists() and pointed is None:
+        warn(f"{checkpoints / LATEST_NAME} does not name a complete step_* folder inside {checkpoints}; ignored")
+    if pointed is not None:
+        candidates = [pointed] + [p for p in candidates if p != pointed]
+    problems = []
+    for path in candidates:
+        try:
+            check_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            aside = path.with_name(f"damaged-{path.name}")
+            if aside.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            fsync_dir(checkpoints)
+            warn(f"DAMAGED CHECKPOINT: {e}\n  moved to {aside}; looking for an older intact checkpoint")
+            continue
+        if problems:
+            warn(f"RESUMING FROM AN OLDER CHECKPOINT: {path} (the newer ones are damaged, see above)")
+        return path
+    if problems:
+        raise CheckpointError(f"{checkpoints}: no intact checkpoint to resume from:\n  " + "\n  ".join(problems))
+    return None
+
+
+def read_checkpoint(path: Path, *, verify: bool = True) -> tuple[dict, dict | None, dict]:
+    """``(student state, target state or None, train state)`` of a checkpoint directory, on CPU.
+
+    Files are checked against ``checksums.json`` when present (``verify=False``: already done by
+    :func:`newest_intact_checkpoint` in this process); weights holding NaN / inf are refused; every
+    error names the file."""
     weights = path / WEIGHTS_NAME
     if not weights.exists() or not (path / STATE_NAME).exists():
         raise CheckpointError(f"{path}: not a complete training checkpoint (needs {WEIGHTS_NAME} and {STATE_NAME})")
-    tensors = load_file(str(weights))
+    if verify:
+        verify_checksums(path)
+    tensors, _ = read_safetensors(weights)
     student = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "predictor."))}
     target = _split(tensors, "target_encoder.") or None
     if (path / DECODER_NAME).exists():
-        student.update({f"decoder.{k}": v for k, v in load_file(str(path / DECODER_NAME)).items()})
+        student.update({f"decoder.{k}": v for k, v in read_safetensors(path / DECODER_NAME)[0].items()})
+    check_finite(student, source=str(weights))
+    check_finite(target or {}, source=f"{weights} [target_encoder]")
     try:
         state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - named and re-raised
         raise CheckpointError(f"{path / STATE_NAME}: cannot be read ({e})") from e
-    if state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path / STATE_NAME}: train state format {state.get('format')!r}, "
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path / STATE_NAME}: train state format {got!r}, "
                               f"this version reads {STATE_FORMAT}")
     return student, target, state
 
@@ -282,9 +350,7 @@ def read_decoder(path: Path) -> tuple[MAEDecoderConfig, dict]:
     file = path / DECODER_NAME
     if not file.exists():
         raise CheckpointError(f"{path}: no {DECODER_NAME} (not a SurgRec-MAE checkpoint); set init.load_decoder=false")
-    with safe_open(str(file), framework="pt") as f:
-        meta = f.metadata() or {}
-        sd = {k: f.get_tensor(k) for k in f.keys()}
+    sd, meta = read_safetensors(file)
     if "mae_decoder_config" not in meta:
         raise CheckpointError(f"{file}: no decoder config in its metadata")
     return MAEDecoderConfig.from_dict(json.loads(meta["mae_decoder_config"]), where=str(file)), sd

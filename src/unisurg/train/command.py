@@ -15,6 +15,7 @@ from unisurg.curate.corpus_files import CurationError
 from unisurg.curate.leakage_check import LeakageError
 from unisurg.data.store import StoreError
 from unisurg.models.strict_load import CheckpointError
+from unisurg.train.divergence import TrainingDiverged
 from unisurg.train.pretrain_config import load_pretrain_config
 from unisurg.train.trainer import print_config, train
 from unisurg.typed_config import ConfigError
@@ -54,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(cfg)
         return 0
-    train(cfg, resume=args.resume)
+    try:
+        train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"unisurg pretrain: error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

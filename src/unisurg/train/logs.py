@@ -52,6 +52,11 @@ def _clean(v):
     return v
 
 
+def _show(v, spec: str) -> str:
+    """A number formatted with ``spec``; anything else (None for NaN, "inf", missing) as text."""
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 class RunLogger:
     """JSONL (+ TensorBoard, + progress bar) writer of the main process; a silent no-op elsewhere."""
 
@@ -97,7 +102,7 @@ class RunLogger:
                 if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(f"train/{k}", v, record["step"])
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}",
+            self.bar.set_postfix(loss=_show(record.get("loss"), ".4f"), lr=_show(record.get("lr"), ".2e"),
                                  refresh=False)
 
     def advance(self, n: int = 1) -> None:

@@ -25,7 +25,13 @@ from unisurg.models.predictor import PredictorConfig
 from unisurg.models.presets import PRESETS
 from unisurg.models.vit import EncoderConfig
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig
-from unisurg.typed_config import ConfigError, load_config, to_dict, yaml_presets
+from unisurg.typed_config import (
+    ConfigError,
+    check_output_folder,
+    load_config,
+    to_dict,
+    yaml_presets,
+)
 
 __all__ = [
     "DataConfig", "ModelConfig", "MaskConfig", "LossConfig", "OptimConfig", "EmaConfig", "ScheduleConfig",
@@ -308,6 +314,7 @@ class RunConfig:
             raise ValueError(f"run.checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
         if not str(self.out).strip():
             raise ValueError("run.out must name an output folder")
+        check_output_folder(self.out, "run.out")
 
 
 @dataclass

@@ -24,6 +24,7 @@ import yaml
 from unisurg.models.ema import make_target
 from unisurg.models.mae_decoder import MAEDecoder, MAEDecoderConfig
 from unisurg.models.predictor import VideoPredictor
+from unisurg.models.strict_load import nonfinite_tensors
 from unisurg.models.vit import VideoViT
 from unisurg.train import checkpointing as ckpt
 from unisurg.train.data import TrainData, build_data
@@ -39,6 +40,7 @@ from unisurg.train.distributed import (
     unwrap,
     wrap_ddp,
 )
+from unisurg.train.divergence import check_loss, check_weights
 from unisurg.train.init_weights import initialise
 from unisurg.train.leakage_guard import guard_corpus
 from unisurg.train.logs import RunLogger
@@ -181,6 +183,8 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         self.out = Path(cfg.run.out)
         self.checkpoints = self.out / "checkpoints"
+        self.resume_notes: list[str] = []  # damaged checkpoints passed over (repeated in the run's summary)
+        self.resume_checked = False  # this process verified the resume checkpoint's checksums already
         self.resume_from = self._find_resume(resume)
         _seed_everything(cfg.run.seed)
         self.data: TrainData = build_data(cfg, self.info)
@@ -226,14 +230,22 @@ class Trainer:
             ckpt.clean_temporaries(self.checkpoints)
             ckpt.clean_temporaries(self.out)  # an interrupted export of <out>/final, a log rewrite
             found = ckpt.latest_checkpoint(self.checkpoints)
+            if found is not None and resume:
+                found = ckpt.newest_intact_checkpoint(self.checkpoints, self._warn)
+                self.resume_checked = True
         found = broadcast_object(found, self.info)
         if found is not None and not resume:
             raise ConfigError(f"run.out={self.out} already holds a run (checkpoint {found.name}); pass --resume to "
                               "continue it, or choose another run.out")
         return found
 
+    def _warn(self, text: str) -> None:
+        """Loud on the console at once, and kept for the run's notes."""
+        print(f"[pretrain] WARNING: {text}", file=sys.stderr, flush=True)
+        self.resume_notes.append(text)
+
     def _restore(self, path: Path) -> None:
-        student_sd, target_sd, state = ckpt.read_checkpoint(path)
+        student_sd, target_sd, state = ckpt.read_checkpoint(path, verify=not self.resume_checked)
         diffs = config_differences(state["config"], to_dict(self.cfg))
         if diffs:
             raise ConfigError(f"--resume: the config differs from the one {path} was trained with:\n  "
@@ -263,6 +275,11 @@ class Trainer:
         contents = _gather_contents(self.models, self.optimizer, self.info,
                                     self._train_state(step, epoch, batches_done))
         path = exported = None
+        bad = []
+        if self.info.is_main:
+            target = {f"target_encoder.{k}": v for k, v in (contents.target or {}).items()}
+            bad = nonfinite_tensors({**contents.student, **target})
+        check_weights(broadcast_object(bad, self.info), step, self.last_checkpoint)
         if self.info.is_main:
             path = ckpt.write_checkpoint(self.checkpoints, step, contents, self.cfg.run.keep_last)
             if export:
@@ -282,6 +299,7 @@ class Trainer:
                         tensorboard=cfg.run.tensorboard, progress=cfg.run.progress)
         for n in self.models.notes:
             log.note(n)
+        log.notes.extend(self.resume_notes)  # printed loudly already; repeated in the closing summary
         if cfg.run.dtype == "bf16" and info.device.type != "cuda":
             log.note("run.dtype=bf16 applies on CUDA only; this CPU run computes in fp32")
         if cfg.run.strategy == "fsdp" and not info.distributed:
@@ -346,9 +364,7 @@ class Trainer:
         if self.info.device.type == "cuda":
             rec["max_mem_gb"] = torch.cuda.max_memory_allocated(self.info.device) / 2 ** 30
         log.log(rec)
-        if not np.isfinite(rec["loss"]):
-            raise FloatingPointError(f"loss is {rec['loss']} at step {step}; the last checkpoint is "
-                                     f"{self.last_checkpoint} (lower optim.lr or set optim.grad_clip)")
+        check_loss(rec["loss"], step, self.last_checkpoint)
 
 
 def train(cfg: PretrainConfig, *, resume: bool = False) -> TrainResult:
