@@ -172,6 +172,26 @@ def test_video_claimed_by_a_live_writer_is_waited_for_then_taken_over_when_it_di
     assert len(FrameStore(store)) == 2
 
 
+def test_claims_of_another_host_are_kept_while_its_heartbeat_is_fresh(tmp_path):
+    from unisurg.data.claims import STALE_AFTER_S, claim_video, ensure_claims_table
+
+    store = tmp_path / "store"
+    me = current_writer()
+    with Manifest(store / "manifest.sqlite") as m:
+        ensure_claims_table(m.conn)
+        for src, age in (("/v/fresh.mp4", 5.0), ("/v/stale.mp4", STALE_AFTER_S + 5)):
+            with m.conn:
+                m.conn.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (src, "ds/" + Path(src).stem, "1@elsewhere#1", "elsewhere", 1, 1, time.time() - age))
+        fresh = claim_video(m, "/v/fresh.mp4", me, is_done=lambda row: False, new_id=lambda taken: "x")
+        stale = claim_video(m, "/v/stale.mp4", me, is_done=lambda row: False, new_id=lambda taken: "x")
+        new = claim_video(m, "/v/other/fresh.mp4", me, is_done=lambda row: False,
+                          new_id=lambda taken: "ds/fresh-2" if "ds/fresh" in taken else "ds/fresh")
+    assert (fresh.state, fresh.owner.host) == ("busy", "elsewhere")
+    assert (stale.state, stale.id) == ("mine", "ds/stale")  # taken over, same id
+    assert (new.state, new.id) == ("mine", "ds/fresh-2")  # an id held by a claim is not reused
+
+
 # -- 2. video quirks --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rotation,hflip,k,mirror", [(90, False, 1, False), (-90, False, -1, False),
@@ -296,6 +316,7 @@ print("FRAMES", fs.read_frames(fs.records[0].id).shape)
 print("RECORDS", len(store_records({str(store)!r})[1]))
 print("CLIP", tuple(ClipDataset({str(store)!r}, ClipSpec(frames=2, crop=32))[0].shape))
 assert main(["info", {str(store)!r}]) == 0
+assert main(["curate", "dedup", {str(store)!r}]) == 0  # results go to $UNISURG_CURATION_DIR
 assert main(["ingest", {str(src)!r}, "--out", {str(store)!r}, "--fps", "2", "--short-side", "32", "--quiet"]) == 0
 code = main(["ingest", {str(new_video)!r}, "--out", {str(store)!r}, "--fps", "2", "--short-side", "32", "--quiet"])
 print("NEW", code)
@@ -307,13 +328,15 @@ print("NEW", code)
         os.chmod(store, 0o555)
         cmd = [sys.executable, "-c", script]
     try:
-        out = subprocess.run(cmd, env={**_env(), "STORE": str(store)}, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(cmd, env={**_env(), "STORE": str(store), "UNISURG_CURATION_DIR": str(tmp_path / "cur")},
+                             capture_output=True, text=True, timeout=120)
     finally:
         os.chmod(store, 0o755)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "FRAMES (3, 32, 48, 3)" in out.stdout and "RECORDS 1" in out.stdout and "CLIP (3, 2, 32, 32)" in out.stdout
     assert "NEW 2" in out.stdout and "read-only" in out.stderr and str(new_video) in out.stderr
     assert "Traceback" not in out.stderr
+    assert list((tmp_path / "cur").glob("store-*/duplicates.json"))
 
 
 # -- 4. disk full and I/O errors --------------------------------------------------------------
