@@ -4,7 +4,6 @@ quirks, read-only stores, disk full and I/O errors. Every test here failed befor
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import sqlite3
@@ -162,7 +161,8 @@ def test_video_claimed_by_a_live_writer_is_waited_for_then_taken_over_when_it_di
     me = current_writer()
     with Manifest(store / "manifest.sqlite") as m, m.conn:
         m.conn.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (str(src.resolve()), "ds/v0", f"{holder.pid}@{me.host}#", me.host, holder.pid, None, time.time()))
+                       (str(src.resolve()), "ds/v0", f"{holder.pid}@{me.host}#", me.host, holder.pid, None,
+                        time.time()))
     t0 = time.monotonic()
     s = ingest(_items([src]), store, progress=False)
     waited = time.monotonic() - t0
@@ -429,7 +429,7 @@ from unisurg.cli import main
 mnt = pathlib.Path({str(mnt)!r})
 st = os.statvfs(mnt)
 filler = mnt / "filler"
-filler.write_bytes(b"x" * (st.f_bavail * st.f_frsize - 900_000))  # ~900 kB free: packs are ~220 kB (+ as much while written)
+filler.write_bytes(b"x" * (st.f_bavail * st.f_frsize - 900_000))  # packs ~220 kB (+ as much while written)
 args = ["ingest", {str(tmp_path / 'in')!r}, "--out", str(mnt / "store"), "--fps", "25", "--short-side", "64",
         "--quality", "100", "--quiet", "--workers", "1"]
 print("FIRST", main(args), flush=True)

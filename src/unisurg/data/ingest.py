@@ -359,7 +359,7 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             _check_store_params(manifest, params, root)
             ensure_claims_table(manifest.conn)
             existing = manifest.by_source()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise _manifest_write_error(root, e, "prepare the store") from None
         _clean_temp_files(root)
         todo: deque[IngestItem] = deque()
@@ -376,7 +376,7 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             try:
                 manifest.upsert(rec)
                 release_claim(manifest, rec.source, me)
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
                 raise _manifest_write_error(root, e, f"record video {rec.id}") from None
             if rec.status == "ok":
                 summary.done.append(rec.id)
@@ -390,11 +390,12 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
                 return claim_video(manifest, str(item.source), me,
                                    is_done=lambda row: not force and _up_to_date(row, item, root),
                                    new_id=lambda taken: make_video_id(item, taken))
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
                 raise _manifest_write_error(root, e, f"claim {item.source}") from None
 
         inline = workers <= 1 or len(todo) <= 1
-        pool = _InlineExecutor() if inline else ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        pool = (_InlineExecutor() if inline
+                else ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")))
         ahead = 1 if inline else 2 * workers  # claims taken ahead of the workers
         pending: dict[Future, IngestItem] = {}
         deferred: list[IngestItem] = []

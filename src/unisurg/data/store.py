@@ -26,7 +26,7 @@ import simplejpeg
 
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
 from unisurg.data.pack_writer import MAGIC, PACK_HEADER as _HEADER, write_pack_streaming
-from unisurg.data.store_errors import StoreError, StoreWriteError  # noqa: F401  (re-exported)
+from unisurg.data.store_errors import StoreError, StoreWriteError  # noqa: F401  (StoreWriteError: re-exported)
 
 
 def write_pack(path: Path, jpegs: list[bytes], height: int, width: int) -> None:
