@@ -88,12 +88,27 @@ def _ok_rows(store: Path) -> dict[str, object]:
 _GATED_INGEST = """
 import sys, time
 from pathlib import Path
+from unisurg.cli import main
 gate = Path(sys.argv[1])
+Path(sys.argv[2]).touch()  # imported: ready
 while not gate.exists():
     time.sleep(0.002)
-from unisurg.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
+
+
+def _run_together(tmp_path: Path, commands: list[list[str]]) -> list[tuple[int, str, str]]:
+    """Start the ``unisurg`` commands as separate processes and release them at the same moment."""
+    gate = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _GATED_INGEST, str(gate), str(tmp_path / f"ready{i}"), *cmd],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, cmd in enumerate(commands)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(len(commands))) and time.time() < deadline:
+        time.sleep(0.01)
+    gate.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
 def test_two_concurrent_ingests_lose_and_overwrite_nothing(tmp_path):
@@ -103,17 +118,11 @@ def test_two_concurrent_ingests_lose_and_overwrite_nothing(tmp_path):
         for i in range(4):
             level = 40 if run == "a" else 160
             srcs[(run, i)] = _encode(tmp_path / run / f"v{i}.mp4",
-                                     [_pattern(48, 64, k, level + 10 * i) for k in range(30)])
-    store, gate = tmp_path / "store", tmp_path / "go"
-    import unisurg.cli  # noqa: F401  (warm the import cache: both children start at once)
-    procs = [subprocess.Popen([sys.executable, "-c", _GATED_INGEST, str(gate), "ingest", str(tmp_path / run),
-                               "--out", str(store), "--dataset", "ds", "--fps", "5", "--workers", "1", "--quiet"],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for run in ("a", "b")]
-    time.sleep(1.0)
-    gate.touch()
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+                                     [_pattern(48, 64, k, level + 10 * i) for k in range(200 if i == 0 else 30)])
+    store = tmp_path / "store"
+    results = _run_together(tmp_path, [["ingest", str(tmp_path / run), "--out", str(store), "--dataset", "ds",
+                                         "--fps", "5", "--workers", "1", "--quiet"] for run in ("a", "b")])
+    assert [r[0] for r in results] == [0, 0], results
     rows = _ok_rows(store)
     assert len(rows) == 8 and len({r.id for r in rows.values()}) == 8, sorted(r.id for r in rows.values())
     fs = FrameStore(store)
@@ -121,11 +130,26 @@ def test_two_concurrent_ingests_lose_and_overwrite_nothing(tmp_path):
         rec = rows[str(src.resolve())]
         got = fs.read_frames(rec.id)
         want = decode_video(src, fps=5, short_side=48).frames
-        assert got.shape[0] == len(want) == 6
+        assert got.shape[0] == len(want) == (40 if i == 0 else 6)
         # each stored video shows its own source (levels differ by >= 10 between any two)
         assert abs(float(got.mean()) - float(np.mean(want))) < 3, (run, i)
     with Manifest(store / "manifest.sqlite", readonly=True) as m:
         assert m.conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+    assert not list((store / "frames").rglob("*.tmp*"))
+
+
+def test_concurrent_ingests_of_the_same_inputs_decode_each_video_once(tmp_path):
+    for i in range(6):
+        _encode(tmp_path / "in" / f"v{i}.mp4", [_pattern(48, 64, k, 40 + 20 * i) for k in range(40)])
+    store = tmp_path / "store"
+    results = _run_together(tmp_path, [["ingest", str(tmp_path / "in"), "--out", str(store), "--fps", "5",
+                                        "--workers", workers, "--quiet"] for workers in ("1", "2")])
+    assert [r[0] for r in results] == [0, 0], results
+    outs = [(out, err) for _, out, err in results]
+    ingested = [int(out.split("ingested ")[1].split(",")[0]) for out, _ in outs]
+    assert sum(ingested) == 6, outs  # each video decoded by exactly one of the runs
+    assert all("skipped" in out for out, _ in outs)
+    assert len(FrameStore(store)) == 6
     assert not list((store / "frames").rglob("*.tmp*"))
 
 
