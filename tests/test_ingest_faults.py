@@ -366,6 +366,34 @@ print("NEW", code)
     assert list((tmp_path / "cur").glob("store-*/duplicates.json"))
 
 
+def test_readonly_store_with_an_unmerged_journal_loses_no_row(tmp_path):
+    runner = _readonly_runner()
+    if runner is None:
+        pytest.skip("needs unshare (user namespaces) to mount a store read-only")
+    vids = [write_video(tmp_path / "in" / f"v{i}.mp4", n_frames=30, seed=i) for i in range(2)]
+    live = tmp_path / "live"
+    ingest(_items(vids[:1]), live, IngestParams(fps=2, short_side=32), progress=False)
+    # a second video committed to the journal only (a crash before any checkpoint), then the
+    # store copied as it is to a medium that is mounted read-only
+    keep = sqlite3.connect(live / "manifest.sqlite")
+    keep.execute("PRAGMA wal_autocheckpoint=0")
+    m = Manifest(live / "manifest.sqlite")
+    m.conn.execute("PRAGMA wal_autocheckpoint=0")
+    first = m.records()[0]
+    first.id, first.source = "ds/copy", "/elsewhere/copy.mp4"
+    m.upsert(first)
+    store = tmp_path / "store"
+    shutil.copytree(live, store)
+    m.close()
+    keep.close()
+    assert (store / "manifest.sqlite-wal").stat().st_size > 0
+    script = (f"from unisurg.data.store import FrameStore; print('IDS', sorted(r.id for r in "
+              f"FrameStore({str(store)!r}).records))")
+    out = subprocess.run(runner + [sys.executable, "-c", script], env={**_env(), "STORE": str(store)},
+                         capture_output=True, text=True, timeout=60)
+    assert "IDS ['ds/copy', 'ds/v0']" in out.stdout, out.stderr[-2000:]
+
+
 # -- 4. disk full and I/O errors --------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["write", "fsync"])

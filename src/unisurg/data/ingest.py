@@ -428,6 +428,10 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
                         deferred.clear()
                         next_recheck = time.monotonic() + RECHECK_CLAIMED_S
             clean_exit = True
+            try:  # merge the journal into the manifest: a copy of the store is then one file
+                manifest.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another reader holds it open: the last connection to close merges it
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()

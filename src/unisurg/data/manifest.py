@@ -8,9 +8,12 @@ open it read-only while an ingest may still be writing.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,20 +70,23 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
     Reading a WAL database normally creates the ``-shm`` index beside it. Where that fails the
     file is opened ``immutable`` (no locks, no index) -- correct as long as nothing writes it, and
-    nothing can on a read-only medium. A non-empty ``-wal`` left by an interrupted ingest holds
-    committed rows that an immutable reader would not see: that is an error, not a silent omission.
+    nothing can on a read-only medium. An immutable reader ignores the ``-wal`` journal, so when a
+    non-empty one was left by an interrupted ingest (committed rows not yet merged), the manifest
+    and its journal are copied to a private temporary folder and read there instead.
     """
     conn = sqlite3.connect(_uri(path, "mode=ro"), uri=True, timeout=30)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
-    except sqlite3.DatabaseError as first:
+    except sqlite3.DatabaseError:
         conn.close()
-        wal = path.with_name(path.name + "-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            raise ManifestError(f"{path}: cannot be opened read-only ({first}) and {wal.name} holds changes not yet "
-                                "merged into it (an ingest was interrupted or still runs); open the store once where "
-                                "it is writable (e.g. `unisurg info` on a writable copy) to merge them") from None
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        tmp = Path(tempfile.mkdtemp(prefix="unisurg-manifest-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        shutil.copyfile(path, tmp / path.name)
+        shutil.copyfile(wal, tmp / wal.name)
+        return sqlite3.connect(_uri(tmp / path.name, "mode=ro"), uri=True, timeout=30)
     return sqlite3.connect(_uri(path, "mode=ro&immutable=1"), uri=True, timeout=30)
 
 
