@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +21,19 @@ from typing import BinaryIO
 import numpy as np
 
 
-def temp_name(path: Path) -> Path:
-    """The temporary name of ``path`` while this process writes it (hidden, per process)."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+def host_tag() -> str:
+    """This machine's name as it appears in temporary file names (letters, digits, ``_``, ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", socket.gethostname()) or "host"
+
+
+def temp_name(path: Path, suffix: str = "") -> Path:
+    """``NAME.tmp.<pid>@<host>.<random>[.suffix]``: the temporary name of ``path`` for one write.
+
+    The writer's pid and host are in the name so that a cleanup removes only files of writers known to be
+    dead (:func:`unisurg.data.store_writer_id.temp_owner_dead`), never those of a live concurrent one; the
+    random part keeps two attempts of one writer apart (a retried task on storage shared by nodes)."""
+    tag = f"{os.getpid()}@{host_tag()}.{secrets.token_hex(4)}"
+    return path.with_name(f"{path.name}.tmp.{tag}" + (f".{suffix}" if suffix else ""))
 
 
 def fsync_dir(path: Path) -> None:

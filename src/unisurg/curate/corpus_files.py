@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from unisurg.atomic_files import write_json_atomic
+from unisurg.curate.curation_location import resolve_curation_dir
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
 from unisurg.data.store import StoreError
 
@@ -42,7 +43,8 @@ class CurationError(ValueError):
 
 
 def curation_dir(store_root: str | Path) -> Path:
-    return Path(store_root) / CURATION_DIR
+    """``STORE/curation``, or a per-user folder for a read-only store (see curation_location)."""
+    return resolve_curation_dir(store_root, CURATION_DIR)
 
 
 def now_iso() -> str:

@@ -4,6 +4,15 @@ Crash safety: a video's frame pack is written atomically (temp + fsync + rename)
 manifest row is committed, and the row is one SQLite transaction. Killed at any moment, the
 store holds only complete videos marked ok; a rerun skips them (same source path, size and
 mtime) and redoes the rest. Failed videos are recorded with their reason and retried on rerun.
+
+Concurrent writers: several ingest runs (processes, or hosts sharing the store's filesystem) may
+fill one store at once; each claims a video before decoding it (:mod:`unisurg.data.claims`), so
+none is lost or overwritten, and a video another run is decoding is waited for, not redone.
+Temporary files carry their writer's host and pid; start-up cleanup removes only those of dead
+writers. A write failure of the store itself (disk full, I/O error) stops the run with a
+:class:`StoreWriteError` naming the path; temporary files are removed and the store keeps every
+finished video, so a rerun after freeing space completes. Memory per worker is bounded: frames
+stream from the decoder to the pack file (:mod:`unisurg.data.pack_writer`).
 """
 
 from __future__ import annotations
@@ -11,11 +20,15 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import json
+import math
 import os
 import re
+import sqlite3
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,12 +36,25 @@ from pathlib import Path
 import simplejpeg
 from tqdm import tqdm
 
-from unisurg.data.decode import VideoDecodeError, decode_video
-from unisurg.data.manifest import MANIFEST_NAME, Manifest, VideoRecord
-from unisurg.data.store import StoreError, write_pack
+from unisurg.data.claims import (
+    Heartbeat,
+    claim_video,
+    ensure_claims_table,
+    release_all,
+    release_claim,
+)
+from unisurg.data.decode import VideoDecodeError, VideoSampler
+from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
+from unisurg.data.pack_writer import PackWriter
+from unisurg.data.store_access import store_writable
+from unisurg.data.store_errors import StoreError, StoreWriteError, describe_write_error
+from unisurg.data.store_writer_id import current_writer, temp_owner_dead
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".mpg", ".mpeg", ".m4v", ".webm", ".wmv", ".flv", ".ts", ".mts")
 STORE_FORMAT = 1
+FPS_RANGE = (0.001, 1000.0)  # one frame in ~17 minutes .. 1000 per second
+SHORT_SIDE_RANGE = (16, 4096)
+QUALITY_RANGE = (1, 100)
 
 
 class IngestInputError(ValueError):
@@ -48,6 +74,22 @@ class IngestParams:
     short_side: int = 256
     jpeg_quality: int = 90
     skip_nonref: bool = True
+
+    def validate(self) -> None:
+        """Raise IngestInputError for a setting no video could be ingested with (before a store
+        is created and bound to it)."""
+        problems = []
+        fps = self.fps
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) \
+                or not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+            problems.append(f"--fps must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames per second, "
+                            f"got {fps!r}")
+        for name, flag, value, (lo, hi) in (("short_side", "--short-side", self.short_side, SHORT_SIDE_RANGE),
+                                            ("jpeg_quality", "--quality", self.jpeg_quality, QUALITY_RANGE)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                problems.append(f"{flag} must be an integer from {lo} to {hi}, got {value!r}")
+        if problems:
+            raise IngestInputError("; ".join(problems))
 
     def store_meta(self) -> dict:
         return {"format": STORE_FORMAT, "fps": float(self.fps), "short_side": self.short_side,
@@ -151,20 +193,34 @@ def _sha256(path: Path) -> str:
 
 
 def ingest_one(item: IngestItem, video_id: str, store_root: Path, params: IngestParams) -> VideoRecord:
-    """Decode one video and write its pack; never raises for a bad video (returns a failed record)."""
+    """Decode one video and write its pack, streaming (bounded memory whatever the length).
+
+    A bad video gives a failed record, never an exception; a failure to write the store
+    (:class:`StoreWriteError`: disk full, I/O error) is raised, its temporary files removed.
+    """
     rec = VideoRecord(id=video_id, dataset=item.dataset, specialty=item.specialty,
                       source=str(item.source), status="failed", fps=params.fps)
     try:
         st = item.source.stat()
         rec.size_bytes, rec.mtime_ns = st.st_size, st.st_mtime_ns
-        video = decode_video(item.source, fps=params.fps, short_side=params.short_side,
-                             skip_nonref=params.skip_nonref)
-        jpegs = [simplejpeg.encode_jpeg(f, quality=params.jpeg_quality, colorspace="RGB") for f in video.frames]
+        sampler = VideoSampler(item.source, fps=params.fps, short_side=params.short_side,
+                               skip_nonref=params.skip_nonref)
         rel = Path("frames") / f"{video_id}.ujpk"
-        write_pack(store_root / rel, jpegs, video.height, video.width)
+        with PackWriter(store_root / rel) as pack:
+            last, last_jpeg = None, b""
+            for frame in sampler:
+                if frame is not last:  # a frame repeated at consecutive times is encoded once
+                    last, last_jpeg = frame, simplejpeg.encode_jpeg(frame, quality=params.jpeg_quality,
+                                                                    colorspace="RGB")
+                pack.add(last_jpeg)
+            video = sampler.info
+            pack.truncate(video.n_frames)
+            pack.commit(video.height, video.width)
         rec.sha256 = _sha256(item.source)
-        rec.status, rec.n_frames, rec.height, rec.width = "ok", len(jpegs), video.height, video.width
+        rec.status, rec.n_frames, rec.height, rec.width = "ok", video.n_frames, video.height, video.width
         rec.native_fps, rec.duration_s, rec.codec, rec.pack = video.native_fps, video.duration_s, video.codec, str(rel)
+    except StoreWriteError:
+        raise
     except VideoDecodeError as e:
         rec.error = str(e)
     except FileNotFoundError:
@@ -176,67 +232,158 @@ def ingest_one(item: IngestItem, video_id: str, store_root: Path, params: Ingest
     return rec
 
 
-def _ingest_one_star(args):
-    return ingest_one(*args)
-
-
 # -- many videos ------------------------------------------------------------------------------
 
 def _check_store_params(manifest: Manifest, params: IngestParams, root: Path) -> None:
-    meta = manifest.get_meta()
+    """Bind a new store to ``params`` or check an existing one's; atomic (concurrent first runs)."""
     want = params.store_meta()
-    if not meta:
-        manifest.set_meta(want)
-        return
-    diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+    conn = manifest.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        meta = manifest.get_meta()
+        if not meta:
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             [(k, json.dumps(v)) for k, v in want.items()])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _compare_params(meta, want, root)
+
+
+def _compare_params(meta: dict, want: dict, root: Path) -> None:
+    diff = {k: (meta.get(k), v) for k, v in want.items() if meta and meta.get(k) != v}
     if diff:
         what = ", ".join(f"{k}: store has {a}, asked {b}" for k, (a, b) in diff.items())
         raise StoreError(f"{root}: this store was built with other settings ({what}); "
                          f"ingest into a new --out folder or repeat the store's settings")
 
 
-def _clean_temp_files(root: Path) -> None:
+def _clean_temp_files(root: Path) -> list[Path]:
+    """Remove temporary pack files of writers known to be dead (this host's finished processes);
+    those of live writers, here or on other hosts, are theirs. Returns what was removed."""
+    removed = []
     frames = root / "frames"
     if frames.exists():
         for tmp in frames.rglob("*.ujpk.tmp*"):
-            tmp.unlink(missing_ok=True)
+            if temp_owner_dead(tmp.name):
+                try:
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+                except OSError:
+                    pass  # not ours to insist on
+    return removed
+
+
+def _up_to_date(row: VideoRecord | None, item: IngestItem, root: Path) -> bool:
+    """The store already holds ``item`` unchanged: an ok row with the file's size and mtime, and its pack."""
+    if row is None or row.status != "ok" or not row.pack:
+        return False
+    try:
+        st = item.source.stat()
+    except OSError:
+        return False
+    return (row.size_bytes, row.mtime_ns) == (st.st_size, st.st_mtime_ns) and (root / row.pack).exists()
+
+
+def _ingest_readonly(items: list[IngestItem], root: Path, params: IngestParams, force: bool) -> IngestSummary:
+    """A store that may not be written: fine when it already holds every input, else a clear error."""
+    t0 = time.perf_counter()
+    path = root / MANIFEST_NAME
+    if not path.exists():
+        raise StoreWriteError(f"{root}: cannot create a store here: the folder is read-only; choose a writable --out")
+    with Manifest(path, readonly=True) as m:
+        _compare_params(m.get_meta(), params.store_meta(), root)
+        rows = m.by_source()
+    summary = IngestSummary()
+    missing = []
+    for item in items:
+        row = rows.get(str(item.source))
+        if not force and _up_to_date(row, item, root):
+            summary.skipped.append(row.id)
+        else:
+            missing.append(str(item.source))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" ... ({len(missing)} in all)" if len(missing) > 3 else "")
+        raise StoreWriteError(f"{root}: the store is read-only and does not hold (an up-to-date copy of) {shown}; "
+                              "ingest into a writable copy of the store")
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+class _InlineExecutor:
+    """``submit`` runs the call at once (one worker: no process pool, same code path)."""
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # noqa: B036 -- re-raised by fut.result() in the caller
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            fut.set_exception(e)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _open_manifest(root: Path) -> Manifest:
+    try:
+        return Manifest(root / MANIFEST_NAME)
+    except sqlite3.DatabaseError as e:
+        raise ManifestError(f"{root / MANIFEST_NAME}: cannot open the manifest ({e}); if the file is damaged, "
+                            "move it away and re-ingest into a new --out folder") from None
+
+
+def _manifest_write_error(root: Path, e: sqlite3.Error, what: str) -> StoreWriteError:
+    msg = str(e)
+    hint = ("no space left for the manifest; free space and rerun: finished videos are kept" if "full" in msg
+            else "check the disk and rerun: finished videos are kept")
+    return StoreWriteError(f"{root / MANIFEST_NAME}: cannot {what}: {msg}; {hint}")
+
+
+RECHECK_CLAIMED_S = 1.0  # how often videos claimed by another run are asked for again
 
 
 def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams = IngestParams(), *,
            workers: int = 1, progress: bool = True, force: bool = False) -> IngestSummary:
     """Ingest ``items`` into the store at ``store_root``; see the module docstring for guarantees."""
+    params.validate()
     root = Path(store_root)
-    root.mkdir(parents=True, exist_ok=True)
+    if not store_writable(root):
+        return _ingest_readonly(items, root, params, force)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreWriteError(describe_write_error(root, e, "create the store folder")) from None
     t0 = time.perf_counter()
     summary = IngestSummary()
-    with Manifest(root / MANIFEST_NAME) as manifest:
-        _check_store_params(manifest, params, root)
+    me = current_writer()
+    with _open_manifest(root) as manifest:
+        try:
+            _check_store_params(manifest, params, root)
+            ensure_claims_table(manifest.conn)
+            existing = manifest.by_source()
+        except sqlite3.DatabaseError as e:
+            raise _manifest_write_error(root, e, "prepare the store") from None
         _clean_temp_files(root)
-        existing = manifest.by_source()
-        taken = manifest.ids()
-        todo: list[tuple[IngestItem, str, Path, IngestParams]] = []
-        for item in items:
+        todo: deque[IngestItem] = deque()
+        for item in items:  # fast path without a transaction: the unchanged videos of a rerun
             old = existing.get(str(item.source))
-            if old is not None:
-                try:
-                    st = item.source.stat()
-                    same = (old.size_bytes, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    same = False
-                if (old.status == "ok" and same and not force and old.pack
-                        and (root / old.pack).exists()):
-                    summary.skipped.append(old.id)
-                    continue
-                vid = old.id
+            if not force and _up_to_date(old, item, root):
+                summary.skipped.append(old.id)
             else:
-                vid = make_video_id(item, taken)
-                taken.add(vid)
-            todo.append((item, vid, root, params))
+                todo.append(item)
 
         bar = tqdm(total=len(todo), desc="ingest", unit="video", disable=not progress, file=sys.stderr)
 
         def record(rec: VideoRecord):
-            manifest.upsert(rec)
+            try:
+                manifest.upsert(rec)
+                release_claim(manifest, rec.source, me)
+            except sqlite3.DatabaseError as e:
+                raise _manifest_write_error(root, e, f"record video {rec.id}") from None
             if rec.status == "ok":
                 summary.done.append(rec.id)
             else:
@@ -244,24 +391,62 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed))
 
+        def claim(item: IngestItem):
+            try:
+                return claim_video(manifest, str(item.source), me,
+                                   is_done=lambda row: not force and _up_to_date(row, item, root),
+                                   new_id=lambda taken: make_video_id(item, taken))
+            except sqlite3.DatabaseError as e:
+                raise _manifest_write_error(root, e, f"claim {item.source}") from None
+
+        inline = workers <= 1 or len(todo) <= 1
+        pool = (_InlineExecutor() if inline
+                else ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")))
+        ahead = 1 if inline else 2 * workers  # claims taken ahead of the workers
+        pending: dict[Future, IngestItem] = {}
+        deferred: list[IngestItem] = []
+        next_recheck = 0.0
+        clean_exit = False
         try:
-            if workers <= 1 or len(todo) <= 1:
-                for args in todo:
-                    record(ingest_one(*args))
-            else:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                    pending: set = set()
-                    queue = iter(todo)
-                    for args in queue:  # keep a bounded number in flight: memory stays flat on huge lists
-                        pending.add(pool.submit(_ingest_one_star, args))
-                        if len(pending) >= 4 * workers:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                record(fut.result())
-                    for fut in wait(pending).done:
-                        record(fut.result())
+            with Heartbeat(root / MANIFEST_NAME, me):
+                while todo or deferred or pending:
+                    while todo and len(pending) < ahead:
+                        item = todo.popleft()
+                        c = claim(item)
+                        if c.state == "done":  # finished meanwhile by another run
+                            summary.skipped.append(c.id)
+                            bar.update(1)
+                        elif c.state == "busy":
+                            deferred.append(item)
+                            bar.set_postfix(failed=len(summary.failed), waiting=f"{len(deferred)} claimed by "
+                                            f"{c.owner.describe()}")
+                        else:
+                            pending[pool.submit(ingest_one, item, c.id, root, params)] = item
+                    if pending:
+                        finished, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            pending.pop(fut)
+                            record(fut.result())  # a StoreWriteError of a worker stops the run here
+                    elif not todo and deferred:
+                        time.sleep(max(0.0, min(RECHECK_CLAIMED_S, next_recheck - time.monotonic())))
+                    if not todo and deferred and time.monotonic() >= next_recheck:
+                        todo.extend(deferred)
+                        deferred.clear()
+                        next_recheck = time.monotonic() + RECHECK_CLAIMED_S
+            clean_exit = True
+            try:  # merge the journal into the manifest: a copy of the store is then one file
+                manifest.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another reader holds it open: the last connection to close merges it
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
+            try:
+                release_all(manifest, me)
+            except sqlite3.Error:
+                if clean_exit:
+                    raise
+                # already failing: claims of a dead process are taken over by the next run
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -8,12 +8,16 @@ open it read-only while an ingest may still be writing.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 MANIFEST_NAME = "manifest.sqlite"
 SCHEMA_VERSION = 1
@@ -56,6 +60,36 @@ class ManifestError(RuntimeError):
     pass
 
 
+def _uri(path: Path, query: str) -> str:
+    return f"file:{quote(str(path.resolve()))}?{query}"
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection, also where nothing may be written (a read-only mount, a folder
+    without write permission, a snapshot).
+
+    Reading a WAL database normally creates the ``-shm`` index beside it. Where that fails the
+    file is opened ``immutable`` (no locks, no index) -- correct as long as nothing writes it, and
+    nothing can on a read-only medium. An immutable reader ignores the ``-wal`` journal, so when a
+    non-empty one was left by an interrupted ingest (committed rows not yet merged), the manifest
+    and its journal are copied to a private temporary folder and read there instead.
+    """
+    conn = sqlite3.connect(_uri(path, "mode=ro"), uri=True, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError:
+        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        tmp = Path(tempfile.mkdtemp(prefix="unisurg-manifest-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        shutil.copyfile(path, tmp / path.name)
+        shutil.copyfile(wal, tmp / wal.name)
+        return sqlite3.connect(_uri(tmp / path.name, "mode=ro"), uri=True, timeout=30)
+    return sqlite3.connect(_uri(path, "mode=ro&immutable=1"), uri=True, timeout=30)
+
+
 class Manifest:
     """Read/write access to ``STORE/manifest.sqlite``."""
 
@@ -64,7 +98,7 @@ class Manifest:
         if readonly:
             if not self.path.exists():
                 raise ManifestError(f"{self.path}: no manifest here; is this a store made by `unisurg ingest`?")
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            self.conn = open_readonly(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30)
@@ -100,20 +134,24 @@ class Manifest:
 
     # -- rows -----------------------------------------------------------------------------
     def upsert(self, rec: VideoRecord) -> None:
+        with self.conn:  # one transaction per video: committed, or not there at all
+            self.upsert_in_transaction(rec)
+
+    def upsert_in_transaction(self, rec: VideoRecord) -> None:
+        """The row of ``rec``, inside the caller's transaction (see :mod:`unisurg.data.claims`)."""
         if rec.ingested_at is None:
             rec.ingested_at = time.time()
         row = [getattr(rec, n) for n in _FIELDS]
-        with self.conn:  # one transaction per video: committed, or not there at all
-            self.conn.execute(f"INSERT OR REPLACE INTO videos VALUES ({', '.join('?' * len(_FIELDS))})", row)
+        self.conn.execute(f"INSERT OR REPLACE INTO videos VALUES ({', '.join('?' * len(_FIELDS))})", row)
+
+    def records_where(self, where: str, args: tuple = ()) -> list[VideoRecord]:
+        q = f"SELECT {', '.join(_FIELDS)} FROM videos WHERE {where} ORDER BY id"
+        return [VideoRecord(*row) for row in self.conn.execute(q, args)]
 
     def records(self, status: str | None = None) -> list[VideoRecord]:
-        q = f"SELECT {', '.join(_FIELDS)} FROM videos"
-        args: tuple = ()
         if status is not None:
-            q += " WHERE status = ?"
-            args = (status,)
-        q += " ORDER BY id"
-        return [VideoRecord(*row) for row in self.conn.execute(q, args)]
+            return self.records_where("status = ?", (status,))
+        return self.records_where("1")
 
     def by_source(self) -> dict[str, VideoRecord]:
         return {r.source: r for r in self.records()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,12 @@ import numpy as np
 import simplejpeg
 import torch
 
+from unisurg.data.claims import (
+    claim_video,
+    ensure_claims_table,
+    record_and_release,
+    release_claim,
+)
 from unisurg.data.clips import resize_short_side
 from unisurg.data.decode import output_size
 from unisurg.data.image_files import read_image
@@ -34,6 +41,8 @@ from unisurg.data.ingest import (
 )
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, VideoRecord
 from unisurg.data.store import FrameStore, StoreError, write_pack
+from unisurg.data.store_access import store_writable
+from unisurg.data.store_writer_id import current_writer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -78,6 +87,18 @@ def _folder_signature(folder: Path, images: list[Path]) -> tuple[int, int]:
     return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
 
 
+def claim_folder(manifest: Manifest, folder: Path, dataset: str, is_done, poll_s: float = 0.5) -> tuple[str, str]:
+    """Claim a frame folder as ingest claims a video (:mod:`unisurg.data.claims`), waiting while
+    another live writer holds it; ``("done", id)`` or ``("mine", id)``."""
+    me = current_writer()
+    item = IngestItem(folder, dataset, "unspecified")
+    while True:
+        c = claim_video(manifest, str(folder), me, is_done=is_done, new_id=lambda taken: make_video_id(item, taken))
+        if c.state != "busy":
+            return c.state, c.id
+        time.sleep(poll_s)
+
+
 def pack_frame_folder(folder: Path, root: Path, dataset: str, params: IngestParams, folder_fps: float,
                       manifest: Manifest, taken: set[str], existing: dict[str, VideoRecord]) -> str:
     """Pack one frame folder into the store (skipped when already packed and unchanged); returns its id."""
@@ -87,25 +108,33 @@ def pack_frame_folder(folder: Path, root: Path, dataset: str, params: IngestPara
     if old is not None and old.status == "ok" and (old.size_bytes, old.mtime_ns) == (size, mtime) \
             and old.pack and (root / old.pack).exists():
         return old.id
-    vid = old.id if old is not None else make_video_id(IngestItem(folder, dataset, "unspecified"), taken)
-    taken.add(vid)
-    picks = resample_folder_indices(len(images), folder_fps, params.fps)
-    jpegs, hw, cache = [], None, {}
-    for i in picks:
-        if i not in cache:
-            cache = {i: _encode_resized(images[i], params.short_side, params.jpeg_quality)}
-        data, h, w = cache[i]
-        if hw is None:
-            hw = (h, w)
-        elif hw != (h, w):
-            raise MediaError(f"{images[i]}: frame size {h}x{w} differs from the folder's first frame {hw[0]}x{hw[1]}")
-        jpegs.append(data)
-    rel = Path("frames") / f"{vid}.ujpk"
-    write_pack(root / rel, jpegs, hw[0], hw[1])
-    manifest.upsert(VideoRecord(id=vid, dataset=dataset, specialty="unspecified", source=str(folder), status="ok",
-                                n_frames=len(jpegs), height=hw[0], width=hw[1], native_fps=folder_fps, fps=params.fps,
-                                duration_s=len(images) / folder_fps, size_bytes=size, mtime_ns=mtime, codec="images",
-                                pack=str(rel)))
+    state, vid = claim_folder(manifest, folder, dataset, lambda row: row is not None and row.status == "ok"
+                              and (row.size_bytes, row.mtime_ns) == (size, mtime) and bool(row.pack)
+                              and (root / row.pack).exists())
+    if state == "done":  # packed meanwhile by a concurrent build
+        return vid
+    try:
+        picks = resample_folder_indices(len(images), folder_fps, params.fps)
+        jpegs, hw, cache = [], None, {}
+        for i in picks:
+            if i not in cache:
+                cache = {i: _encode_resized(images[i], params.short_side, params.jpeg_quality)}
+            data, h, w = cache[i]
+            if hw is None:
+                hw = (h, w)
+            elif hw != (h, w):
+                raise MediaError(f"{images[i]}: frame size {h}x{w} differs from the folder's first frame {hw[0]}x{hw[1]}")
+            jpegs.append(data)
+        rel = Path("frames") / f"{vid}.ujpk"
+        write_pack(root / rel, jpegs, hw[0], hw[1])
+        rec = VideoRecord(id=vid, dataset=dataset, specialty="unspecified", source=str(folder), status="ok",
+                          n_frames=len(jpegs), height=hw[0], width=hw[1], native_fps=folder_fps, fps=params.fps,
+                          duration_s=len(images) / folder_fps, size_bytes=size, mtime_ns=mtime, codec="images",
+                          pack=str(rel))
+        record_and_release(manifest, rec, current_writer())
+    except BaseException:
+        release_claim(manifest, str(folder), current_writer())
+        raise
     return vid
 
 
@@ -132,11 +161,13 @@ def build_store(media: Iterable[tuple[Path, float | None]], cache_dir: Path, dat
     if summary.failed:
         raise MediaError(f"{dataset}: some videos could not be decoded:\n{format_summary(summary)}")
     folders = [(p, ffps) for p, ffps in items.values() if p.is_dir()]
-    if folders:
+    if folders and store_writable(root):
         with Manifest(root / MANIFEST_NAME) as manifest:
+            ensure_claims_table(manifest.conn)
             existing, taken = manifest.by_source(), manifest.ids()
             for p, ffps in folders:
                 pack_frame_folder(p, root, dataset, params, float(ffps or 1.0), manifest, taken, existing)
+    # a read-only store must already hold every folder: checked below with the videos
     store = FrameStore(root)
     ids = {r.source: r.id for r in store.records}
     lost = [k for k in items if k not in ids]

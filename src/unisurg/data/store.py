@@ -18,36 +18,21 @@ name, fsynced and renamed, so a reader never sees a torn pack.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import simplejpeg
 
-from unisurg.atomic_files import write_atomic
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
-
-MAGIC = b"UJPK0001"
-_HEADER = struct.Struct("<8sIIII")
-
-
-class StoreError(RuntimeError):
-    pass
+from unisurg.data.pack_writer import MAGIC, write_pack_streaming
+from unisurg.data.pack_writer import PACK_HEADER as _HEADER
+from unisurg.data.store_errors import StoreError, StoreWriteError  # noqa: F401  (StoreWriteError: re-exported)
 
 
 def write_pack(path: Path, jpegs: list[bytes], height: int, width: int) -> None:
-    """Write a frame pack atomically (temp file, fsync, rename)."""
-    offsets = np.zeros(len(jpegs) + 1, dtype="<i8")
-    np.cumsum([len(j) for j in jpegs], out=offsets[1:])
-
-    def write(f):
-        f.write(_HEADER.pack(MAGIC, len(jpegs), height, width, 0))
-        f.write(offsets.tobytes())
-        for j in jpegs:
-            f.write(j)
-
-    write_atomic(path, write)
+    """Write a frame pack atomically (temp file, fsync, rename); see :mod:`unisurg.data.pack_writer`."""
+    write_pack_streaming(path, jpegs, height, width)
 
 
 @dataclass

@@ -242,7 +242,7 @@ def clean_temporaries(checkpoints: Path) -> None:
             if m and p.is_dir() and not (checkpoints / m.group(1)).exists():
                 os.replace(p, checkpoints / m.group(1))
         for p in checkpoints.iterdir():
-            if p.name.startswith((".tmp-", ".old-", f".{LATEST_NAME}.tmp", f".{LOG_TMP_PREFIX}")):
+            if p.name.startswith((".tmp-", ".old-", f"{LATEST_NAME}.tmp", LOG_TMP_PREFIX)):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
