@@ -194,7 +194,6 @@ class VideoSampler:
                         t = 0.0
                         orient, scale_to, out = self._geometry(frame, stream)
                         info.height, info.width = out
-                        raw_first = raw
                     elif raw is None or raw_prev is None:
                         t += frame_dt
                     else:
