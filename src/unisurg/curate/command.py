@@ -19,6 +19,7 @@ from pathlib import Path
 from unisurg.backbones.spec import BackboneSpecError
 from unisurg.curate.corpus_files import CurationError
 from unisurg.curate.embed import EmbedProtocol, embed_store
+from unisurg.curate.row_shards import join_torchrun
 from unisurg.curate.leakage_check import (
     check_leakage,
     exclude_leaking_videos,
@@ -130,18 +131,21 @@ def _add_cluster(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-exclusions", action="store_true", help="ignore STORE/curation/exclude.json")
     p.add_argument("--out", type=Path, default=None, help="selection file (default STORE/curation/selection.json)")
-    p.add_argument("--device", default=None, help="k-means device (default: cpu; cuda for large corpora)")
+    p.add_argument("--device", default=None, help="k-means device (default: cpu; cuda for large corpora). Under torchrun "
+                   "the embeddings are sharded over the processes (gloo on cpu, NCCL on cuda; see docs/distributed.md)")
     p.set_defaults(func=_guarded("cluster", _run_cluster))
 
 
 def _run_cluster(a) -> int:
     specs = level_specs(parse_levels(a.levels), n_iter=a.iters, resample_steps=a.resample_steps, resample_size=a.resample_size,
                         resample_strategy=a.resample_strategy, coarse=a.coarse)
+    placement, device = join_torchrun(a.device)
     path, doc = curate_selection(a.store, levels=specs, kind="weights" if a.weights else "subset", target=a.target,
                                  embeddings=a.embeddings, metric=a.metric, seed=a.seed, leaf_strategy=a.leaf,
-                                 weight_mode=a.weight_mode, honour_exclusions=not a.no_exclusions, out=a.out, device=a.device,
-                                 log=lambda m: print(m, file=sys.stderr))
-    print(format_selection_summary(path, doc))
+                                 weight_mode=a.weight_mode, honour_exclusions=not a.no_exclusions, out=a.out, device=device,
+                                 log=lambda m: print(m, file=sys.stderr) if placement.rank == 0 else None, placement=placement)
+    if placement.rank == 0:
+        print(format_selection_summary(path, doc))
     return 0
 
 
