@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,10 @@ import numpy as np
 
 
 def temp_name(path: Path) -> Path:
-    """The temporary name of ``path`` while this process writes it (hidden, per process)."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """The temporary name of ``path`` for one write: hidden, unique to the writing process and to the
+    attempt (a random suffix: on storage shared by several nodes, or when a retried task overlaps a
+    stalled one, two writers of the same target never share a temporary file)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def fsync_dir(path: Path) -> None:

@@ -36,6 +36,7 @@ from unisurg.curate.store_dedup import (
     format_dedup_summary,
     keep_one_per_duplicate_group,
 )
+from unisurg.data.ray_engine import RayUnavailableError, add_engine_arguments, ray_options_from
 from unisurg.data.store import StoreError
 
 
@@ -59,7 +60,7 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    return (CurationError, BackboneSpecError, StoreError)
+    return (CurationError, BackboneSpecError, StoreError, RayUnavailableError)
 
 
 def _guarded(command: str, fn):
@@ -94,6 +95,7 @@ def _add_embed(sub) -> None:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--force", action="store_true", help="recompute every shard")
     p.add_argument("--quiet", action="store_true")
+    add_engine_arguments(p, "shards on GPU (else CPU) actors,")
     p.set_defaults(func=_guarded("embed", _run_embed))
 
 
@@ -101,7 +103,8 @@ def _run_embed(a) -> int:
     proto = EmbedProtocol(unit=a.unit, frames=a.frames, stride=a.stride, short_video=a.short_video, frame_step=a.frame_step,
                           res=a.res, dtype=a.dtype)
     res = embed_store(a.store, a.backbone, protocol=proto, batch_size=a.batch_size, shard_size=a.shard_size, workers=a.workers,
-                      device=a.device, force=a.force, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+                      device=a.device, force=a.force, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
+                      engine=a.engine, ray=ray_options_from(a))
     print(res.summary())
     return 0
 

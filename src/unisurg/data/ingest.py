@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from unisurg.data.decode import VideoDecodeError, decode_video
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, VideoRecord
+from unisurg.data.ray_engine import RayOptions, check_engine, ray_map
 from unisurg.data.store import StoreError, write_pack
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".mpg", ".mpeg", ".m4v", ".webm", ".wmv", ".flv", ".ts", ".mts")
@@ -203,8 +204,14 @@ def _clean_temp_files(root: Path) -> None:
 
 
 def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams = IngestParams(), *,
-           workers: int = 1, progress: bool = True, force: bool = False) -> IngestSummary:
-    """Ingest ``items`` into the store at ``store_root``; see the module docstring for guarantees."""
+           workers: int = 1, progress: bool = True, force: bool = False, engine: str = "local",
+           ray: RayOptions | None = None) -> IngestSummary:
+    """Ingest ``items`` into the store at ``store_root``; see the module docstring for guarantees.
+
+    ``engine="ray"``: one Ray task per video on the cluster ``ray.address`` (the store must be on
+    storage every node mounts at the same path); tasks write packs, this process alone writes the
+    manifest (:mod:`unisurg.data.ray_engine`)."""
+    check_engine(engine)
     root = Path(store_root)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -245,7 +252,11 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             bar.set_postfix(failed=len(summary.failed))
 
         try:
-            if workers <= 1 or len(todo) <= 1:
+            if engine == "ray":
+                for _, rec in ray_map(_ingest_one_star, todo, ray or RayOptions()):
+                    record(rec)
+                _clean_temp_files(root)  # of attempts killed mid-write; every task has finished
+            elif workers <= 1 or len(todo) <= 1:
                 for args in todo:
                     record(ingest_one(*args))
             else:
