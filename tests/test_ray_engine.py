@@ -19,6 +19,7 @@ import pytest
 import unisurg
 import unisurg.data.ingest as ingest_mod
 from unisurg.curate.embed import EmbedProtocol, embed_store
+from unisurg.curate.store_hashes import store_hashes
 from unisurg.data.ingest import IngestParams, collect_inputs, ingest
 from unisurg.data.manifest import MANIFEST_NAME, Manifest
 from unisurg.data.ray_engine import RayOptions, RayUnavailableError, import_ray, ray_map
@@ -140,3 +141,18 @@ def test_embed_on_ray_actors_equals_local(cluster, local_store, tmp_path):
     assert b.forwards == a.forwards
     np.testing.assert_array_equal(a.index.samples, b.index.samples)
     np.testing.assert_allclose(b.index.load(), a.index.load(), rtol=1e-5, atol=1e-6)
+
+
+def test_frame_hashes_on_ray_equal_local(cluster, local_store, tmp_path):
+    import shutil
+    copy = tmp_path / "store"
+    shutil.copytree(local_store, copy)
+    a, sa = store_hashes(local_store, workers=1, log=lambda m: None)
+    b, sb = store_hashes(copy, log=lambda m: None, engine="ray")
+    assert sa["hashed"] == sb["hashed"] == 4
+    assert a.hashes.keys() == b.hashes.keys()
+    for v in a.hashes:
+        np.testing.assert_array_equal(a.hashes[v], b.hashes[v])
+        np.testing.assert_array_equal(a.contrast[v], b.contrast[v])
+    again, stats = store_hashes(copy, log=lambda m: None, engine="ray")  # the driver wrote the cache
+    assert stats["reused"] == 4 and stats["hashed"] == 0

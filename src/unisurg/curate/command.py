@@ -170,13 +170,15 @@ def _add_dedup(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="report file (default STORE/curation/duplicates.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
     p.add_argument("--quiet", action="store_true")
+    add_engine_arguments(p, "frame hashes per video")
     p.set_defaults(func=_guarded("dedup", _run_dedup))
 
 
 def _run_dedup(a) -> int:
     report = find_store_duplicates(a.store, max_distance=a.max_distance, min_fraction=a.min_fraction, min_frames=a.min_frames,
                                    min_contrast=a.min_contrast, full_fraction=a.full_fraction, scope=a.scope, workers=a.workers,
-                                   progress=not a.quiet, out=a.out, log=lambda m: print(m, file=sys.stderr))
+                                   progress=not a.quiet, out=a.out, log=lambda m: print(m, file=sys.stderr), engine=a.engine,
+                                   ray=ray_options_from(a))
     dropped = keep_one_per_duplicate_group(a.store, report) if a.keep_one else None
     if a.json:
         print(json.dumps({**report, "dropped": dropped}, indent=1))
