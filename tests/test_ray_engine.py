@@ -23,7 +23,7 @@ from unisurg.curate.store_hashes import store_hashes
 from unisurg.data.ingest import IngestParams, collect_inputs, ingest
 from unisurg.data.manifest import MANIFEST_NAME, Manifest
 from unisurg.data.ray_engine import RayOptions, RayUnavailableError, import_ray, ray_map
-from conftest import write_video
+from conftest import BB_A, write_video
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -156,3 +156,22 @@ def test_frame_hashes_on_ray_equal_local(cluster, local_store, tmp_path):
         np.testing.assert_array_equal(a.contrast[v], b.contrast[v])
     again, stats = store_hashes(copy, log=lambda m: None, engine="ray")  # the driver wrote the cache
     assert stats["reused"] == 4 and stats["hashed"] == 0
+
+
+def test_extract_on_ray_actors_equals_local(cluster, tmp_path):
+    from unisurg.evaluation.runner import extract_features
+    from unisurg.synth.generate import generate_dataset
+
+    generate_dataset(tmp_path / "synth", n_videos=3, seconds=6, height=48, width=64, fps=5, seed=1, progress=False)
+    common = ["features.shard_size=4"]  # several shards per split
+    a = extract_features([BB_A], "synthetic", tmp_path / "synth", config="tiny", overrides=common + [f"cache_dir={tmp_path / 'a'}"],
+                         log=lambda m: None)
+    b = extract_features([BB_A], "synthetic", tmp_path / "synth", config="tiny", overrides=common + [f"cache_dir={tmp_path / 'b'}"],
+                         log=lambda m: None, engine="ray", ray=RayOptions(actors=2))
+    (name, fa), (_, fb) = next(iter(a.items())), next(iter(b.items()))
+    assert fa.keys() == fb.keys() and len(fa) == 3
+    for split in fa:
+        sa, sb = sorted(Path(fa[split]).glob("shard_*.npy")), sorted(Path(fb[split]).glob("shard_*.npy"))
+        assert len(sa) == len(sb) >= 2 and (Path(fb[split]) / "complete.json").is_file()
+        for x, y in zip(sa, sb):
+            np.testing.assert_allclose(np.load(y).astype(np.float32), np.load(x).astype(np.float32), rtol=1e-3, atol=1e-3)

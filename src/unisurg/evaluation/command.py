@@ -27,6 +27,7 @@ from unisurg.evaluation.predict import (
     embed_video,
     predict_video,
 )
+from unisurg.data.ray_engine import RayUnavailableError, add_engine_arguments, ray_options_from
 from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
 from unisurg.models.strict_load import CheckpointError
 from unisurg.typed_config import ConfigError
@@ -82,6 +83,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("extract", help="cache the frozen features of a dataset for later probing")
     _common_data(p)
+    add_engine_arguments(p, "feature shards on GPU (else CPU) actors,")
     p.set_defaults(func=run_extract)
 
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
@@ -111,7 +113,7 @@ def add_parser(subparsers) -> None:
 def _errors() -> tuple[type[BaseException], ...]:
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
             ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
-            FileNotFoundError)
+            FileNotFoundError, RayUnavailableError)
 
 
 def _guard(name: str, fn) -> int:
@@ -137,7 +139,8 @@ def run_bench(a) -> int:
 def run_extract(a) -> int:
     def go():
         done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
-                                overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+                                overrides=a.overrides, strict=not a.lenient, progress=not a.quiet, engine=a.engine,
+                                ray=ray_options_from(a))
         for name, folders in done.items():
             for split, folder in folders.items():
                 print(f"{name}\t{split}\t{folder}")
