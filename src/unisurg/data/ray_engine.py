@@ -114,11 +114,13 @@ def ray_map(fn: Callable[[Any], Any], items: Iterable[Any], options: RayOptions 
 
     ``fn`` must be importable on the workers (a module-level function of an installed package).
     """
-    ray = connect(options.address)
-    remote = ray.remote(fn).options(num_cpus=options.num_cpus, max_retries=options.max_retries, retry_exceptions=False)
-    limit = options.max_in_flight or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: dict = {}
+    remote = limit = None
     for pos, item in enumerate(items):
+        if remote is None:  # joined on the first item: nothing to do never starts Ray
+            ray = connect(options.address)
+            remote = ray.remote(fn).options(num_cpus=options.num_cpus, max_retries=options.max_retries, retry_exceptions=False)
+            limit = options.max_in_flight or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
         pending[remote.remote(item)] = pos
         if len(pending) >= limit:
             yield from _drain(ray, pending, 1)
@@ -153,8 +155,10 @@ def ray_actor_map(factory: Callable[[], Callable[[Any], Any]], items: Iterable[A
     ``(position, result)`` as they finish. Each actor has at most two items queued (it works on one
     while the next one's request is already there); an actor that dies is restarted and its items
     are retried (``max_retries``)."""
-    ray = connect(options.address)
     items = list(items)
+    if not items:
+        return
+    ray = connect(options.address)
     n_actors, gpus = actor_resources(ray, options)
     n_actors = max(1, min(n_actors, len(items)))
     Host = ray.remote(_Host).options(num_cpus=options.num_cpus, num_gpus=gpus, max_restarts=options.max_retries,
