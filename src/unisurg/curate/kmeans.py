@@ -12,6 +12,9 @@ non-deterministic order, so centroids may differ in the last float64 bits.
 Metric ``"l2"`` is squared Euclidean. Metric ``"cosine"`` is spherical k-means: rows and
 centroids are L2-normalised and the distance is ``1 - cos`` (half the squared Euclidean distance
 of the normalised vectors), the centroid update is the normalised mean.
+
+Across processes (torchrun): pass ``placement=RankShards()`` and each rank's contiguous slice of the
+rows (:mod:`unisurg.curate.row_shards`); the centroids are then those of one process on all rows.
 """
 
 from __future__ import annotations
