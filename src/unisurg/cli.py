@@ -21,6 +21,11 @@ from unisurg.data.ingest import (
     ingest,
 )
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError
+from unisurg.data.ray_engine import (
+    RayUnavailableError,
+    add_engine_arguments,
+    ray_options_from,
+)
 from unisurg.data.store import StoreError
 from unisurg.evaluation.command import add_parser as add_bench_commands
 from unisurg.models.strict_load import CheckpointError
@@ -85,6 +90,7 @@ def _add_ingest(sub):
     p.add_argument("--no-skip-nonref", action="store_true",
                    help="decode every frame (default skips non-reference frames, taking a neighbour)")
     p.add_argument("--quiet", action="store_true")
+    add_engine_arguments(p, "videos")
     p.set_defaults(func=_run_ingest)
 
 
@@ -93,7 +99,7 @@ def _run_ingest(a) -> int:
     params = IngestParams(fps=a.fps, short_side=a.short_side, jpeg_quality=a.quality,
                           skip_nonref=not a.no_skip_nonref)
     summary = ingest(items, a.out, params, workers=a.workers or default_workers(), progress=not a.quiet,
-                     force=a.force)
+                     force=a.force, engine=a.engine, ray=ray_options_from(a))
     print(format_summary(summary), file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1
 
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, IngestInputError, StoreError, ManifestError, CheckpointError, CurationError, LeakageError,
-            FileNotFoundError) as e:
+            FileNotFoundError, RayUnavailableError) as e:
         print(f"unisurg {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ checksums (older unisurg) is recomputed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from unisurg.atomic_files import save_npy_atomic, write_json_atomic
+from unisurg.backbones.registry import load_backbone
 from unisurg.data.augment import train_augment
 from unisurg.data.pixels import (
     IMAGENET_MEAN,
@@ -41,8 +43,10 @@ from unisurg.data.pixels import (
     resize_image,
     to_model_input,
 )
+from unisurg.data.ray_engine import RayOptions, check_engine, ray_actor_map
 from unisurg.datasets import read_image
 from unisurg.datasets.samples import SampleRef, SplitData
+from unisurg.device import resolve_device
 from unisurg.models.integrity import sha256_file
 
 CACHE_VERSION = 1
@@ -302,9 +306,44 @@ def _shard_ok(path: Path, n_expected: int) -> bool:
         return False
 
 
+class ShardExtractor:
+    """``self(k)``: the features of shard ``k`` of a split, written to ``shard_k.npy`` atomically;
+    returns the forwards it took. What a Ray actor of ``extract --engine ray`` holds."""
+
+    def __init__(self, encoder: Encoder, pixels: ClipPixels, split: SplitData, folder: Path, cfg):
+        self.encoder, self.pixels, self.split, self.folder, self.cfg = encoder, pixels, split, Path(folder), cfg
+        self.np_dtype = np.float16 if cfg.features.dtype == "float16" else np.float32
+
+    def __call__(self, k: int) -> int:
+        S, n = self.cfg.features.shard_size, len(self.split)
+        groups = batch_groups(self.split.refs, k * S, min((k + 1) * S, n), self.cfg.features.batch_size)
+        loader = DataLoader(_Groups(self.pixels, self.split.refs, groups), batch_size=None, shuffle=False,
+                            num_workers=self.cfg.features.workers, pin_memory=self.encoder.device.type == "cuda")
+        before = self.encoder.forwards
+        feats = [self.encoder(clips).cpu().numpy().astype(self.np_dtype) for clips in loader]
+        save_npy_atomic(self.folder / f"shard_{k:05d}.npy", np.concatenate(feats))
+        return self.encoder.forwards - before
+
+
+def _shard_extractor_on_worker(backbone, cfg, pixels: ClipPixels, split: SplitData, folder: str, mean, std) -> ShardExtractor:
+    """Built inside a Ray actor: the backbone loaded there by its spec (bfloat16 on the actor's GPU, as ``extract``)."""
+    device = resolve_device(cfg.device)
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone, device=device, dtype=torch.bfloat16 if device.type == "cuda" else None)
+    else:
+        backbone.model.to(device).eval()
+    return ShardExtractor(Encoder(backbone, cfg, device, mean, std), pixels, split, Path(folder), cfg)
+
+
 def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder: Path, cfg, *,
-                  meta: dict, progress: bool = False, log: Callable[[str], None] = print) -> FeatureSet:
-    """Compute (or reuse) the cached features of ``split`` in ``folder``; returns the read side."""
+                  meta: dict, progress: bool = False, log: Callable[[str], None] = print, engine: str = "local",
+                  ray: RayOptions | None = None, backbone_spec: str | None = None) -> FeatureSet:
+    """Compute (or reuse) the cached features of ``split`` in ``folder``; returns the read side.
+
+    ``engine="ray"``: the missing shards are computed by Ray actors (one per GPU, else per CPU),
+    each loading the backbone once (by ``backbone_spec`` if given, else a copy of the encoder's);
+    this process writes meta.json and complete.json, actors only their shards."""
+    check_engine(engine)
     folder = Path(folder)
     if (folder / "complete.json").exists():
         try:
@@ -331,6 +370,13 @@ def extract_split(encoder: Encoder, pixels: ClipPixels, split: SplitData, folder
             if not _shard_ok(folder / f"shard_{k:05d}.npy", min(S, len(split) - k * S))]
     if todo:
         log(f"  extracting {split.name}: {len(split)} samples, {len(todo)}/{n_shards} shards to compute")
+    if engine == "ray" and todo:
+        factory = functools.partial(_shard_extractor_on_worker, backbone_spec or encoder.backbone, cfg, pixels, split, str(folder),
+                                    encoder.mean, encoder.std)
+        for _, n in tqdm(ray_actor_map(factory, todo, ray or RayOptions()), total=len(todo), desc=f"extract {split.name}",
+                         unit="shard", disable=not progress):
+            encoder.forwards += n
+        todo = []
     groups, owner = [], []
     for k in todo:
         gs = batch_groups(split.refs, k * S, min((k + 1) * S, len(split)), cfg.features.batch_size)

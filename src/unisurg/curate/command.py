@@ -24,6 +24,7 @@ from unisurg.curate.leakage_check import (
     exclude_leaking_videos,
     format_leakage_summary,
 )
+from unisurg.curate.row_shards import join_torchrun
 from unisurg.curate.selection import (
     curate_selection,
     format_selection_summary,
@@ -34,6 +35,11 @@ from unisurg.curate.store_dedup import (
     find_store_duplicates,
     format_dedup_summary,
     keep_one_per_duplicate_group,
+)
+from unisurg.data.ray_engine import (
+    RayUnavailableError,
+    add_engine_arguments,
+    ray_options_from,
 )
 from unisurg.data.store import StoreError
 
@@ -58,7 +64,7 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    return (CurationError, BackboneSpecError, StoreError)
+    return (CurationError, BackboneSpecError, StoreError, RayUnavailableError)
 
 
 def _guarded(command: str, fn):
@@ -93,6 +99,7 @@ def _add_embed(sub) -> None:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--force", action="store_true", help="recompute every shard")
     p.add_argument("--quiet", action="store_true")
+    add_engine_arguments(p, "shards on GPU (else CPU) actors,")
     p.set_defaults(func=_guarded("embed", _run_embed))
 
 
@@ -100,7 +107,8 @@ def _run_embed(a) -> int:
     proto = EmbedProtocol(unit=a.unit, frames=a.frames, stride=a.stride, short_video=a.short_video, frame_step=a.frame_step,
                           res=a.res, dtype=a.dtype)
     res = embed_store(a.store, a.backbone, protocol=proto, batch_size=a.batch_size, shard_size=a.shard_size, workers=a.workers,
-                      device=a.device, force=a.force, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+                      device=a.device, force=a.force, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
+                      engine=a.engine, ray=ray_options_from(a))
     print(res.summary())
     return 0
 
@@ -130,18 +138,21 @@ def _add_cluster(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-exclusions", action="store_true", help="ignore STORE/curation/exclude.json")
     p.add_argument("--out", type=Path, default=None, help="selection file (default STORE/curation/selection.json)")
-    p.add_argument("--device", default=None, help="k-means device (default: cpu; cuda for large corpora)")
+    p.add_argument("--device", default=None, help="k-means device (default: cpu; cuda for large corpora). Under torchrun "
+                   "the embeddings are sharded over the processes (gloo on cpu, NCCL on cuda; see docs/distributed.md)")
     p.set_defaults(func=_guarded("cluster", _run_cluster))
 
 
 def _run_cluster(a) -> int:
     specs = level_specs(parse_levels(a.levels), n_iter=a.iters, resample_steps=a.resample_steps, resample_size=a.resample_size,
                         resample_strategy=a.resample_strategy, coarse=a.coarse)
+    placement, device = join_torchrun(a.device)
     path, doc = curate_selection(a.store, levels=specs, kind="weights" if a.weights else "subset", target=a.target,
                                  embeddings=a.embeddings, metric=a.metric, seed=a.seed, leaf_strategy=a.leaf,
-                                 weight_mode=a.weight_mode, honour_exclusions=not a.no_exclusions, out=a.out, device=a.device,
-                                 log=lambda m: print(m, file=sys.stderr))
-    print(format_selection_summary(path, doc))
+                                 weight_mode=a.weight_mode, honour_exclusions=not a.no_exclusions, out=a.out, device=device,
+                                 log=lambda m: print(m, file=sys.stderr) if placement.rank == 0 else None, placement=placement)
+    if placement.rank == 0:
+        print(format_selection_summary(path, doc))
     return 0
 
 
@@ -163,13 +174,15 @@ def _add_dedup(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="report file (default STORE/curation/duplicates.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
     p.add_argument("--quiet", action="store_true")
+    add_engine_arguments(p, "frame hashes per video")
     p.set_defaults(func=_guarded("dedup", _run_dedup))
 
 
 def _run_dedup(a) -> int:
     report = find_store_duplicates(a.store, max_distance=a.max_distance, min_fraction=a.min_fraction, min_frames=a.min_frames,
                                    min_contrast=a.min_contrast, full_fraction=a.full_fraction, scope=a.scope, workers=a.workers,
-                                   progress=not a.quiet, out=a.out, log=lambda m: print(m, file=sys.stderr))
+                                   progress=not a.quiet, out=a.out, log=lambda m: print(m, file=sys.stderr), engine=a.engine,
+                                   ray=ray_options_from(a))
     dropped = keep_one_per_duplicate_group(a.store, report) if a.keep_one else None
     if a.json:
         print(json.dumps({**report, "dropped": dropped}, indent=1))

@@ -30,6 +30,7 @@ the index stale: that is an error (``force=True`` recomputes everything).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -59,6 +60,7 @@ from unisurg.data.clips import (
     resize_short_side,
 )
 from unisurg.data.pixels import center_crop, read_frames
+from unisurg.data.ray_engine import RayOptions, check_engine, ray_actor_map
 from unisurg.data.store import FrameStore, StoreError
 from unisurg.device import resolve_device
 
@@ -313,6 +315,44 @@ class ClipEmbedder:
         return tokens.mean(dim=1)
 
 
+class ShardEmbedder:
+    """Computes and writes whole shards of an embedding folder: ``self(k)`` embeds shard ``k``,
+    writes ``shard_k.npy`` atomically and returns the forwards it took. The local engine holds
+    one; under ``--engine ray`` each actor holds one (one model load per actor)."""
+
+    def __init__(self, backbone, store_root: str | Path, folder: str | Path, protocol: "EmbedProtocol", batch_size: int,
+                 workers: int, device: torch.device):
+        self.store, self.index, self.protocol = FrameStore(store_root), EmbeddingIndex(folder), protocol
+        self.batch_size, self.workers, self.device, self.name = batch_size, workers, device, backbone.name
+        self.embedder = ClipEmbedder(backbone, device)
+        self.np_dtype = np.float16 if protocol.dtype == "float16" else np.float32
+
+    def __call__(self, k: int) -> int:
+        s = self.index.shards[k]
+        rows = np.arange(s["start"], s["stop"])
+        loader = DataLoader(_SamplePixels(self.store, self.index, rows, self.protocol), batch_size=self.batch_size, shuffle=False,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        before = self.embedder.forwards
+        parts = [self.embedder(clips) for clips in loader]
+        feats = torch.cat(parts).cpu().numpy().astype(self.np_dtype)  # one device->host copy per shard
+        if not np.isfinite(feats).all():
+            raise CurationError(f"backbone {self.name} produced non-finite embeddings in shard {k} "
+                                f"(rows {s['start']}..{s['stop'] - 1}); try dtype float32 or check the weights")
+        self.index.write_shard(k, feats)
+        return self.embedder.forwards - before
+
+
+def _shard_embedder_on_worker(backbone, store_root: str, folder: str, protocol: "EmbedProtocol", batch_size: int,
+                              workers: int, device: str | None) -> ShardEmbedder:
+    """Built inside a Ray actor: loads a backbone given by its spec there (on the actor's GPU, if it has one)."""
+    dev = resolve_device(device)
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone, device=dev)
+    else:
+        backbone.model.to(dev).eval()
+    return ShardEmbedder(backbone, store_root, folder, protocol, batch_size, workers, dev)
+
+
 @dataclass
 class EmbedResult:
     index: EmbeddingIndex
@@ -398,11 +438,21 @@ def embed_store(
     force: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    engine: str = "local",
+    ray: RayOptions | None = None,
 ) -> EmbedResult:
     """Embed every sample of the store (see module doc) with ``backbone`` (a spec string for
-    :func:`~unisurg.backbones.registry.load_backbone`, or a loaded ``Backbone``); resumable."""
+    :func:`~unisurg.backbones.registry.load_backbone`, or a loaded ``Backbone``); resumable.
+
+    ``engine="ray"``: the missing shards are embedded by Ray actors (one per GPU of the cluster,
+    else one per CPU), each loading the backbone once (by its spec, or a copy of the object);
+    ``device`` is then the actors' device (default: their GPU if they have one). The driver
+    writes the index; actors write only their shards (:mod:`unisurg.data.ray_engine`)."""
     t0 = time.perf_counter()
-    device = resolve_device(device)
+    check_engine(engine)
+    spec = backbone
+    device_name = device
+    device = resolve_device(device) if engine == "local" else torch.device("cpu")  # ray: the driver only reads metadata
     if isinstance(backbone, str):
         backbone = load_backbone(backbone, device=device)
     else:
@@ -421,21 +471,22 @@ def embed_store(
     }
     index, added = _sync_index(folder, store, meta, protocol, shard_size, force, log)
     todo = index.missing_shards()
-    embedder = ClipEmbedder(backbone, device)
-    np_dtype = np.float16 if protocol.dtype == "float16" else np.float32
-
-    for k in tqdm(todo, desc="embed", unit="shard", disable=not progress):
-        s = index.shards[k]
-        rows = np.arange(s["start"], s["stop"])
-        loader = DataLoader(_SamplePixels(store, index, rows, protocol), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, pin_memory=device.type == "cuda")
-        parts = [embedder(clips) for clips in loader]
-        feats = torch.cat(parts).cpu().numpy().astype(np_dtype)  # one device->host copy per shard
-        if not np.isfinite(feats).all():
-            raise CurationError(f"backbone {backbone.name} produced non-finite embeddings in shard {k} "
-                                f"(rows {s['start']}..{s['stop'] - 1}); try dtype float32 or check the weights")
-        index.write_shard(k, feats)
-    return EmbedResult(index, len(todo), len(index.shards) - len(todo), added, embedder.forwards, time.perf_counter() - t0)
+    forwards = 0
+    bar = tqdm(total=len(todo), desc="embed", unit="shard", disable=not progress)
+    if engine == "ray" and todo:
+        factory = functools.partial(_shard_embedder_on_worker, spec if isinstance(spec, str) else backbone, str(store_root),
+                                    str(folder), protocol, batch_size, workers, device_name)
+        for _, n in ray_actor_map(factory, todo, ray or RayOptions()):
+            forwards += n
+            bar.update(1)
+    else:
+        embed_shard = ShardEmbedder(backbone, store_root, folder, protocol, batch_size, workers, device)
+        for k in todo:
+            forwards += embed_shard(k)
+            bar.update(1)
+    bar.close()
+    index = EmbeddingIndex(folder)
+    return EmbedResult(index, len(todo), len(index.shards) - len(todo), added, forwards, time.perf_counter() - t0)
 
 
 __all__ = ["ClipEmbedder", "EmbedProtocol", "EmbedResult", "EmbeddingIndex", "embed_store", "embedding_folder", "embeddings_root",

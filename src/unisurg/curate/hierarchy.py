@@ -44,6 +44,7 @@ from unisurg.curate.kmeans import (
     rng_seed,
     rows_per_cluster,
 )
+from unisurg.curate.row_shards import LocalRows, RowPlacement, local_positions
 
 
 @dataclass(frozen=True)
@@ -191,32 +192,40 @@ def resample_points(labels: np.ndarray, distances: np.ndarray, k: int, size: int
 
 
 def _kmeans_with_resampling(rows: EmbeddingRows, index: np.ndarray | None, k: int, spec: LevelSpec, keys: tuple[int, ...], metric: str,
-                            chunk_size: int, device: torch.device, init_sample_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """k-means on ``rows[index]`` then ``spec.resample_steps`` resampling rounds; returns centroids, labels, distances."""
+                            chunk_size: int, device: torch.device, init_sample_size: int | None,
+                            place: RowPlacement) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k-means on ``rows[index]`` then ``spec.resample_steps`` resampling rounds; returns centroids, labels, distances.
+
+    Sharded rows (``place``): labels and distances are this rank's; a resampling round gathers
+    every rank's labels and distances (O(N) integers) so that all ranks pick the same union."""
     res = kmeans(rows, k, n_iter=spec.n_iter, metric=metric, seed=rng_seed(*keys, 0), index=index, chunk_size=chunk_size,
-                 device=device, init_sample_size=init_sample_size)
+                 device=device, init_sample_size=init_sample_size, placement=place)
     centroids, labels, dists = res.centroids, res.labels, res.distances
     rng = np.random.default_rng(rng_seed(*keys, 1 << 20))
+    start, _ = place.offset(len(labels)) if spec.resample_steps else (0, 0)
     for step in range(1, spec.resample_steps + 1):
-        picked = resample_points(labels.cpu().numpy(), dists.cpu().numpy(), k, spec.resample_size, spec.resample_strategy, rng)
+        all_labels, all_dists = place.gather_rows(labels).cpu().numpy(), place.gather_rows(dists).cpu().numpy()
+        picked = local_positions(resample_points(all_labels, all_dists, k, spec.resample_size, spec.resample_strategy, rng), start, len(labels))
         union = picked if index is None else index[picked]
         sub = kmeans(rows, k, n_iter=spec.n_iter, metric=metric, seed=rng_seed(*keys, step), index=union, chunk_size=chunk_size,
-                     device=device, init_sample_size=init_sample_size)
+                     device=device, init_sample_size=init_sample_size, placement=place)
         centroids = sub.centroids
         labels, dists = assign(rows, centroids, metric=metric, index=index, chunk_size=chunk_size, device=device)
     return centroids, labels, dists
 
 
 def _coarse_then_split(rows: EmbeddingRows, spec: LevelSpec, keys: tuple[int, ...], metric: str, chunk_size: int,
-                       device: torch.device, init_sample_size: int | None):
-    """A level of ``spec.n_clusters`` built as a coarse k-means whose clusters are each split."""
+                       device: torch.device, init_sample_size: int | None, place: RowPlacement):
+    """A level of ``spec.n_clusters`` built as a coarse k-means whose clusters are each split
+    (sharded rows: every split is itself a k-means over the ranks' members of that coarse cluster)."""
     coarse = kmeans(rows, spec.coarse_clusters, n_iter=spec.n_iter, metric=metric, seed=rng_seed(*keys, 1 << 30),
-                    chunk_size=chunk_size, device=device, init_sample_size=init_sample_size)
+                    chunk_size=chunk_size, device=device, init_sample_size=init_sample_size, placement=place)
     kc = spec.coarse_clusters
     coarse_labels = coarse.labels.cpu().numpy()
-    sizes = np.bincount(coarse_labels, minlength=kc)
+    sizes = place.sum_(torch.from_numpy(np.bincount(coarse_labels, minlength=kc))).numpy()
     if spec.split_allocation == "inertia":
-        weights = np.bincount(coarse_labels, weights=coarse.distances.cpu().numpy().astype(np.float64), minlength=kc)
+        local_w = np.bincount(coarse_labels, weights=coarse.distances.cpu().numpy().astype(np.float64), minlength=kc)
+        weights = place.sum_(torch.from_numpy(local_w)).numpy()
     else:
         weights = sizes.astype(np.float64)
     alloc = allocate_proportional(sizes, spec.n_clusters, weights)
@@ -232,7 +241,7 @@ def _coarse_then_split(rows: EmbeddingRows, spec: LevelSpec, keys: tuple[int, ..
         if kj == 0:
             continue
         idx = order[starts[j] : starts[j + 1]]  # ascending row numbers (stable sort), memmap-friendly
-        c, lab, dist = _kmeans_with_resampling(rows, idx, kj, spec, keys + (j,), metric, chunk_size, device, init_sample_size)
+        c, lab, dist = _kmeans_with_resampling(rows, idx, kj, spec, keys + (j,), metric, chunk_size, device, init_sample_size, place)
         t_idx = torch.from_numpy(idx).to(device)
         centroids[offset : offset + kj] = c
         labels[t_idx] = lab + offset
@@ -251,16 +260,24 @@ def hierarchical_kmeans(
     device: str | torch.device | None = None,
     init_sample_size: int | None = None,
     log: Callable[[str], None] | None = None,
+    placement: RowPlacement | None = None,
 ) -> HierarchicalClustering:
     """Multi-level k-means: level 1 on ``data`` (any :class:`EmbeddingRows` input, streamed in
     chunks), level t on the centroids of level t-1. ``levels``: one :class:`LevelSpec` (or just
     its K) per level, K non-increasing. Memory is bounded by the chunk size and the per-cluster
-    subsets, not by N, apart from O(N) int64 labels and float32 distances."""
+    subsets, not by N, apart from O(N) int64 labels and float32 distances.
+
+    ``placement``: :class:`~unisurg.curate.row_shards.RankShards` when ``data`` is this rank's
+    contiguous slice of the embeddings (rank order = row order) under torch.distributed. Level 1
+    then runs across the ranks; levels 2+ cluster the (small) level-1 centroids, identically on
+    every rank. Every rank returns the whole result (level 1's assignment gathered), equal to
+    the one-process result up to float summation order."""
+    place = placement if placement is not None else LocalRows()
     rows = EmbeddingRows(data)
     specs = [LevelSpec(int(s)) if isinstance(s, (int, np.integer)) else s for s in levels]
     if not specs:
         raise ValueError("levels is empty; give at least one level, e.g. [10000, 100]")
-    n_items = len(rows)
+    n_items = place.offset(len(rows))[1]
     for t, s in enumerate(specs, start=1):
         if not isinstance(s, LevelSpec):
             raise TypeError(f"level {t}: expected an int or LevelSpec, got {type(s).__name__}")
@@ -280,11 +297,13 @@ def hierarchical_kmeans(
         t0 = time.perf_counter()
         keys = (seed, t)
         level_rows = EmbeddingRows(current)
+        level_place = place if t == 1 else LocalRows()  # levels 2+ hold K centroids, replicated on every rank
         if spec.coarse_clusters is not None and spec.coarse_clusters < spec.n_clusters:
-            centroids, labels, dists = _coarse_then_split(level_rows, spec, keys, metric, chunk_size, device, init_sample_size)
+            centroids, labels, dists = _coarse_then_split(level_rows, spec, keys, metric, chunk_size, device, init_sample_size, level_place)
         else:
             centroids, labels, dists = _kmeans_with_resampling(level_rows, None, spec.n_clusters, spec, keys, metric, chunk_size, device,
-                                                               init_sample_size)
+                                                               init_sample_size, level_place)
+        labels, dists = level_place.gather_rows(labels), level_place.gather_rows(dists)
         assignment = labels.cpu().numpy()
         below = np.ones(len(assignment), dtype=np.int64) if t == 1 else out[-1].sizes
         sizes = np.bincount(assignment, weights=below, minlength=spec.n_clusters).astype(np.int64)

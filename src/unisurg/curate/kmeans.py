@@ -12,6 +12,9 @@ non-deterministic order, so centroids may differ in the last float64 bits.
 Metric ``"l2"`` is squared Euclidean. Metric ``"cosine"`` is spherical k-means: rows and
 centroids are L2-normalised and the distance is ``1 - cos`` (half the squared Euclidean distance
 of the normalised vectors), the centroid update is the normalised mean.
+
+Across processes (torchrun): pass ``placement=RankShards()`` and each rank's contiguous slice of the
+rows (:mod:`unisurg.curate.row_shards`); the centroids are then those of one process on all rows.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
+
+from unisurg.curate.row_shards import LocalRows, RowPlacement, local_positions
 
 Metric = Literal["l2", "cosine"]
 METRICS = ("l2", "cosine")
@@ -97,6 +102,18 @@ class EmbeddingRows:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def slice(self, rows: slice) -> "EmbeddingRows":
+        """Rows ``rows.start:rows.stop`` as a new :class:`EmbeddingRows`, without reading them
+        (memmaps and tensors slice lazily): a rank's shard of the matrix."""
+        start, stop, _ = rows.indices(len(self))
+        parts = []
+        for s, shard in enumerate(self.shards):
+            lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            if b > a:
+                parts.append(shard[a:b])
+        return EmbeddingRows(parts if parts else [self.shards[0][0:0]])
+
     @staticmethod
     def _as_tensor(block: Any, device: torch.device) -> torch.Tensor:
         if isinstance(block, torch.Tensor):
@@ -120,6 +137,8 @@ class EmbeddingRows:
     def take(self, index: np.ndarray, device: torch.device) -> torch.Tensor:
         """Rows at ``index`` (int64, any order) as float32 on ``device``."""
         index = np.asarray(index, dtype=np.int64)
+        if len(index) == 0:  # a rank may hold none of a subset's rows
+            return torch.empty(0, self.dim, dtype=torch.float32, device=device)
         order = np.argsort(index, kind="stable")
         sorted_idx = index[order]
         shard_of = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
@@ -150,6 +169,8 @@ class RowView:
             self._resident = self._load(0, self.n)
 
     def _load(self, start: int, stop: int) -> torch.Tensor:
+        if stop <= start:
+            return torch.empty(0, self.rows.dim, dtype=torch.float32, device=self.device)
         if self.index is None:
             x = self.rows.read(start, stop, self.device)
         else:
@@ -361,6 +382,7 @@ def kmeans(
     init_sample_size: int | None = None,
     n_local_trials: int | None = None,
     stop_when_stable: bool = True,
+    placement: RowPlacement | None = None,
 ) -> KMeansResult:
     """k-means (Lloyd) with k-means++ seeding, streaming the rows in chunks.
 
@@ -372,8 +394,14 @@ def kmeans(
     subsample of ``init_sample_size`` rows, default :func:`default_init_sample_size`),
     ``"random"`` (distinct random rows) or a ``k x D`` array of initial centroids.
     ``device``: where to compute (default: the tensor's device, else CPU).
+    ``placement``: :class:`~unisurg.curate.row_shards.RankShards` when ``data`` (and ``index``)
+    are this rank's shard of rows sharded over torch.distributed; every rank then computes the same
+    centroids as one process would on all rows (the k-means++ sample is gathered to every rank and
+    seeded by the shared ``seed``; Lloyd sums and counts are all-reduced), while ``labels`` and
+    ``distances`` are this rank's rows only. Default: all rows in this process.
     """
     _check_metric(metric)
+    place = placement if placement is not None else LocalRows()
     rows = EmbeddingRows(data)
     if device is None:
         first = rows.shards[0]
@@ -385,7 +413,8 @@ def kmeans(
             raise ValueError(f"index must be 1-D row numbers, got shape {index.shape}")
         if len(index) and (index.min() < 0 or index.max() >= len(rows)):
             raise ValueError(f"index holds rows outside 0..{len(rows) - 1}")
-    n = len(rows) if index is None else len(index)
+    n_local = len(rows) if index is None else len(index)
+    start, n = place.offset(n_local)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k > n:
@@ -394,16 +423,18 @@ def kmeans(
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     view = RowView(rows, index, device, metric)
     generator = torch.Generator().manual_seed(int(seed))
-    centroids = _initial_centroids(view, k, init, metric, generator, init_sample_size, n_local_trials, rows.dim)
+    centroids = _initial_centroids(view, k, init, metric, generator, init_sample_size, n_local_trials, rows.dim, place, start, n)
     chunk_rows = chunk_rows_for(chunk_size, k)
 
     labels = None
     done = 0
     for it in range(n_iter):
         new_labels, _, sums, counts, nonfinite = _lloyd_pass(view, centroids, metric, chunk_rows, accumulate=True)
+        place.sum_(sums)
+        place.sum_(counts)
         if it == 0:
-            _check_finite(nonfinite, "kmeans")
-        if stop_when_stable and labels is not None and torch.equal(new_labels, labels):
+            _check_finite(place.sum_(nonfinite), "kmeans")
+        if stop_when_stable and labels is not None and place.all_true(torch.equal(new_labels, labels)):
             break  # the update from identical labels would reproduce the current centroids
         labels = new_labels
         centroids = update_centroids(sums, counts, centroids, metric)
@@ -411,31 +442,35 @@ def kmeans(
     # Final assignment to the returned centroids (this pass also yields the distances).
     labels, dists, _, _, nonfinite = _lloyd_pass(view, centroids, metric, chunk_rows, accumulate=False)
     if n_iter == 0:
-        _check_finite(nonfinite, "kmeans")
-    counts = torch.bincount(labels, minlength=k)
-    inertia = float(dists.to(torch.float64).sum())
+        _check_finite(place.sum_(nonfinite), "kmeans")
+    counts = place.sum_(torch.bincount(labels, minlength=k))
+    inertia = float(place.sum_(dists.to(torch.float64).sum()))
     return KMeansResult(centroids=centroids, labels=labels, distances=dists, counts=counts, inertia=inertia, n_iter=done)
 
 
-def _initial_centroids(view: RowView, k, init, metric, generator, init_sample_size, n_local_trials, dim) -> torch.Tensor:
+def _initial_centroids(view: RowView, k, init, metric, generator, init_sample_size, n_local_trials, dim,
+                       place: RowPlacement, start: int, n: int) -> torch.Tensor:
+    """Initial centroids from rows drawn out of all ``n`` rows (every rank draws the same global
+    positions with the shared ``generator``, gathers its own and receives the others')."""
     if isinstance(init, (torch.Tensor, np.ndarray)):
         c = torch.as_tensor(np.asarray(init) if isinstance(init, np.ndarray) else init).to(view.device, torch.float32)
         if tuple(c.shape) != (k, dim):
             raise ValueError(f"init centroids have shape {tuple(c.shape)}, expected ({k}, {dim})")
         return normalize_rows(c) if metric == "cosine" else c.clone()
     if init == "random":
-        pick = torch.randperm(view.n, generator=generator)[:k]
-        return view.gather(torch.sort(pick).values).clone()
+        pick = torch.sort(torch.randperm(n, generator=generator)[:k]).values.numpy()
+        return place.gather_rows(view.gather(local_positions(pick, start, view.n))).clone()
     if init != "kmeans++":
         raise ValueError(f"init={init!r} is not supported; use 'kmeans++', 'random' or a k x D array")
-    size = default_init_sample_size(view.n, k) if init_sample_size is None else int(min(view.n, init_sample_size))
+    size = default_init_sample_size(n, k) if init_sample_size is None else int(min(n, init_sample_size))
     if size < k:
         raise ValueError(f"init_sample_size={init_sample_size} is smaller than k={k}")
-    if size == view.n:
-        sample = torch.cat([x for _, x in view.chunks(1 << 16)]) if view._resident is None else view._resident
+    if size == n:
+        local = torch.cat([x for _, x in view.chunks(1 << 16)]) if view._resident is None else view._resident
     else:
-        pick = torch.sort(torch.randperm(view.n, generator=generator)[:size]).values
-        sample = view.gather(pick)
+        pick = torch.sort(torch.randperm(n, generator=generator)[:size]).values.numpy()
+        local = view.gather(local_positions(pick, start, view.n))
+    sample = place.gather_rows(local)
     return kmeans_plus_plus(sample, k, metric=metric, generator=generator, n_local_trials=n_local_trials)
 
 

@@ -57,6 +57,8 @@ from unisurg.curate.hierarchy import (
     LevelSpec,
     hierarchical_kmeans,
 )
+from unisurg.curate.kmeans import EmbeddingRows
+from unisurg.curate.row_shards import RowPlacement, rank_slice
 
 SELECTION_FORMAT = "unisurg-curated-selection"
 SELECTION_NAME = "selection.json"
@@ -79,9 +81,14 @@ def hierarchy_path_for(selection_path: str | Path) -> Path:
 
 
 def cluster_embeddings(index: EmbeddingIndex, levels: Sequence[int | LevelSpec], *, metric: str = "l2", seed: int = 0,
-                       device=None, log: Callable[[str], None] | None = None) -> HierarchicalClustering:
-    """Hierarchical k-means over every row of a complete embedding index (shards memory-mapped)."""
-    return hierarchical_kmeans(index.rows(), list(levels), metric=metric, seed=seed, device=device, log=log)
+                       device=None, log: Callable[[str], None] | None = None,
+                       placement: RowPlacement | None = None) -> HierarchicalClustering:
+    """Hierarchical k-means over every row of a complete embedding index (shards memory-mapped);
+    with a :class:`~unisurg.curate.row_shards.RankShards` placement each rank maps its slice only."""
+    rows = EmbeddingRows(index.rows())
+    if placement is not None and placement.world > 1:
+        rows = rows.slice(rank_slice(len(rows), placement.rank, placement.world))
+    return hierarchical_kmeans(rows, list(levels), metric=metric, seed=seed, device=device, log=log, placement=placement)
 
 
 def select_rows(hierarchy: HierarchicalClustering, *, kind: Literal["subset", "weights"], target: int | None = None,
@@ -203,14 +210,17 @@ def curate_selection(
     out: str | Path | None = None,
     device=None,
     log: Callable[[str], None] = print,
+    placement: RowPlacement | None = None,
 ) -> tuple[Path, dict]:
     """Cluster a store's embeddings and write the selection (and the hierarchy next to it);
-    returns the selection path and document."""
+    returns the selection path and document. Under torchrun (``placement`` = RankShards) the
+    k-means runs across the ranks, every rank computes the same selection and rank 0 writes it."""
     t0 = time.perf_counter()
     index = resolve_embeddings(store_root, embeddings)
     index.check_complete()
     specs = [LevelSpec(int(s)) if isinstance(s, (int, np.integer)) else s for s in levels]
-    hierarchy = cluster_embeddings(index, specs, metric=metric, seed=seed, device=device, log=log)
+    hierarchy = cluster_embeddings(index, specs, metric=metric, seed=seed, device=device, log=log, placement=placement)
+    writer = placement is None or placement.rank == 0
     _, recs = store_records(store_root)
     present = {r.id for r in recs}
     excluded = excluded_videos(store_root) if honour_exclusions else set()
@@ -219,9 +229,10 @@ def curate_selection(
     rows, weights = select_rows(hierarchy, kind=kind, target=target, seed=seed, leaf_strategy=leaf_strategy,
                                 weight_mode=weight_mode, keep=keep)
     out = Path(out) if out is not None else default_selection_path(store_root)
-    out.parent.mkdir(parents=True, exist_ok=True)
     hier_path = hierarchy_path_for(out)
-    hierarchy.save(hier_path)
+    if writer:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        hierarchy.save(hier_path)
     params = {
         "store": {"root": str(Path(store_root).resolve()), "manifest_digest": manifest_digest(store_root)},
         "clustering": {"levels": [asdict(s) for s in hierarchy.specs], "metric": metric, "seed": seed,
@@ -235,7 +246,8 @@ def curate_selection(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     doc = build_selection_doc(index, hierarchy, rows, weights, kind=kind, params=params)
-    write_json_atomic(out, doc, indent=None)
+    if writer:
+        write_json_atomic(out, doc, indent=None)
     return out, doc
 
 

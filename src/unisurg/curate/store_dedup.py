@@ -45,6 +45,7 @@ from unisurg.curate.duplicates import (
     keep_one_per_group,
 )
 from unisurg.curate.store_hashes import DEFAULT_MIN_CONTRAST, store_hashes
+from unisurg.data.ray_engine import RayOptions
 
 DUPLICATES_NAME = "duplicates.json"
 DUPLICATES_FORMAT = "unisurg-duplicates"
@@ -77,6 +78,8 @@ def find_store_duplicates(
     progress: bool = False,
     out: str | Path | None = None,
     log: Callable[[str], None] = print,
+    engine: str = "local",
+    ray: RayOptions | None = None,
 ) -> dict:
     """Find near-duplicate videos of a store, write the report (default
     ``STORE/curation/duplicates.json``) and return it."""
@@ -87,7 +90,7 @@ def find_store_duplicates(
     t0 = time.perf_counter()
     meta, recs = store_records(store_root)
     by_id = {r.id: r for r in recs}
-    hashes, stats = store_hashes(store_root, kind=kind, workers=workers, progress=progress, log=log)
+    hashes, stats = store_hashes(store_root, kind=kind, workers=workers, progress=progress, log=log, engine=engine, ray=ray)
     matches = find_near_duplicates(hashes.hashes, max_distance=max_distance, min_fraction=min_fraction, min_frames=min_frames,
                                    valid=hashes.valid(min_contrast), candidates=candidates)
     fps = float(meta.get("fps") or 1.0)

@@ -38,6 +38,7 @@ from unisurg.curate.phash import hash_frames
 from unisurg.data.decode import decode_video
 from unisurg.data.image_files import read_image
 from unisurg.data.media_store import list_frame_images, resample_folder_indices
+from unisurg.data.ray_engine import RayOptions, check_engine, ray_map
 from unisurg.data.store import FrameStore
 
 PHASH_NAME = "phash.npz"
@@ -132,10 +133,19 @@ def _hash_in_worker(args: tuple[str, str]) -> tuple[str, np.ndarray, np.ndarray]
     return vid, h, c
 
 
+def _hash_as_ray_task(args: tuple[str, str, str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """One video's hashes on a Ray worker (the store opened per task: a long-lived worker never sees a stale manifest)."""
+    root, vid, kind = args
+    return (vid, *hash_store_video(FrameStore(root), vid, kind))
+
+
 def store_hashes(store_root: str | Path, *, kind: HashKind = "dct", workers: int = 1, progress: bool = False,
-                 checkpoint_seconds: float = 300.0, log: Callable[[str], None] = print) -> tuple[FrameHashes, dict]:
+                 checkpoint_seconds: float = 300.0, log: Callable[[str], None] = print, engine: str = "local",
+                 ray: RayOptions | None = None) -> tuple[FrameHashes, dict]:
     """Hashes of every ok video's stored frames, from the cache where still valid; returns them
-    and ``{"hashed": n, "reused": n, "frames": n, "seconds": s}``."""
+    and ``{"hashed": n, "reused": n, "frames": n, "seconds": s}``. ``engine="ray"``: one Ray task
+    per video returning its hashes; this process alone writes the cache."""
+    check_engine(engine)
     t0 = time.perf_counter()
     store = FrameStore(store_root)
     path = phash_path(store_root)
@@ -156,7 +166,10 @@ def store_hashes(store_root: str | Path, *, kind: HashKind = "dct", workers: int
             last_save = time.monotonic()
 
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if engine == "ray":
+            for _, (vid, h, c) in ray_map(_hash_as_ray_task, [(str(store_root), v, kind) for v in todo], ray or RayOptions()):
+                done(vid, h, c)
+        elif workers <= 1 or len(todo) <= 1:
             for vid in todo:
                 done(vid, *hash_store_video(store, vid, kind))
         else:

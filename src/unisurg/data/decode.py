@@ -186,7 +186,7 @@ class VideoSampler:
             prev = prev_t = None
             k, target, emitted = 0, 0.0, 0
             t = None  # position of the current frame on the video's own timeline
-            raw_prev = raw_first = raw_last = None
+            raw_prev = raw_last = None
             try:
                 for frame in container.decode(stream):
                     raw = float(frame.pts * frame.time_base) if frame.pts is not None else None

@@ -46,6 +46,7 @@ from unisurg.data.claims import (
 from unisurg.data.decode import VideoDecodeError, VideoSampler
 from unisurg.data.manifest import MANIFEST_NAME, Manifest, ManifestError, VideoRecord
 from unisurg.data.pack_writer import PackWriter
+from unisurg.data.ray_engine import RayExecutor, RayOptions, check_engine
 from unisurg.data.store_access import store_writable
 from unisurg.data.store_errors import StoreError, StoreWriteError, describe_write_error
 from unisurg.data.store_writer_id import current_writer, temp_owner_dead
@@ -347,9 +348,15 @@ RECHECK_CLAIMED_S = 1.0  # how often videos claimed by another run are asked for
 
 
 def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams = IngestParams(), *,
-           workers: int = 1, progress: bool = True, force: bool = False) -> IngestSummary:
-    """Ingest ``items`` into the store at ``store_root``; see the module docstring for guarantees."""
+           workers: int = 1, progress: bool = True, force: bool = False, engine: str = "local",
+           ray: RayOptions | None = None) -> IngestSummary:
+    """Ingest ``items`` into the store at ``store_root``; see the module docstring for guarantees.
+
+    ``engine="ray"``: one Ray task per video on the cluster ``ray.address`` (the store must be on
+    storage every node mounts at the same path); tasks write packs, this process alone claims videos
+    and writes the manifest (:mod:`unisurg.data.ray_engine`)."""
     params.validate()
+    check_engine(engine)
     root = Path(store_root)
     if not store_writable(root):
         return _ingest_readonly(items, root, params, force)
@@ -399,10 +406,14 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             except sqlite3.DatabaseError as e:
                 raise _manifest_write_error(root, e, f"claim {item.source}") from None
 
-        inline = workers <= 1 or len(todo) <= 1
-        pool = (_InlineExecutor() if inline
-                else ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")))
-        ahead = 1 if inline else 2 * workers  # claims taken ahead of the workers
+        inline = engine == "local" and (workers <= 1 or len(todo) <= 1)
+        if engine == "ray":
+            pool = RayExecutor(ray or RayOptions()) if todo else _InlineExecutor()  # nothing to do never starts Ray
+            ahead = getattr(pool, "max_in_flight", 1)
+        else:
+            pool = (_InlineExecutor() if inline
+                    else ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")))
+            ahead = 1 if inline else 2 * workers  # claims taken ahead of the workers
         pending: dict[Future, IngestItem] = {}
         deferred: list[IngestItem] = []
         next_recheck = 0.0
@@ -433,6 +444,8 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
                         todo.extend(deferred)
                         deferred.clear()
                         next_recheck = time.monotonic() + RECHECK_CLAIMED_S
+            if engine == "ray":
+                _clean_temp_files(root)  # of tasks killed mid-write (their worker is dead); all have finished
             clean_exit = True
             try:  # merge the journal into the manifest: a copy of the store is then one file
                 manifest.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -20,6 +20,11 @@ from pickle import UnpicklingError
 from unisurg.backbones.features import FeatureCacheError
 from unisurg.backbones.spec import BackboneSpecError
 from unisurg.data.media_store import MediaError
+from unisurg.data.ray_engine import (
+    RayUnavailableError,
+    add_engine_arguments,
+    ray_options_from,
+)
 from unisurg.data.store import StoreError
 from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
 from unisurg.evaluation.predict import (
@@ -92,6 +97,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("extract", help="cache the frozen features of a dataset for later probing")
     _common_data(p)
+    add_engine_arguments(p, "feature shards on GPU (else CPU) actors,")
     p.set_defaults(func=run_extract)
 
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
@@ -121,7 +127,7 @@ def add_parser(subparsers) -> None:
 def _errors() -> tuple[type[BaseException], ...]:
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
             ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
-            FileNotFoundError, UnpicklingError)
+            FileNotFoundError, UnpicklingError, RayUnavailableError)
 
 
 def _lenient(a) -> list[str]:
@@ -162,7 +168,8 @@ def run_bench(a) -> int:
 def run_extract(a) -> int:
     def go():
         done = extract_features(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, config=a.config,
-                                overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
+                                overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet, engine=a.engine,
+                                ray=ray_options_from(a))
         for name, folders in done.items():
             for split, folder in folders.items():
                 print(f"{name}\t{split}\t{folder}")

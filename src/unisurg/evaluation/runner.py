@@ -41,6 +41,7 @@ from unisurg.backbones.features import (
 )
 from unisurg.backbones.registry import load_backbone
 from unisurg.data.media_store import build_store
+from unisurg.data.ray_engine import RayOptions, check_engine
 from unisurg.datasets import get_adapter
 from unisurg.datasets.samples import SplitData
 from unisurg.datasets.splitfiles import carve
@@ -518,15 +519,20 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
 
 def extract_features(backbones: list, dataset: str, root=None, *, split_scheme: str | None = None,
                      config: BenchConfig | str | dict | None = None, overrides: list[str] | None = None,
-                     strict: bool = True, progress: bool = False, log: Callable[[str], None] = print) -> dict[str, dict]:
+                     strict: bool = True, progress: bool = False, log: Callable[[str], None] = print,
+                     engine: str = "local", ray: RayOptions | None = None) -> dict[str, dict]:
     """Compute (or find) the cached frozen features of every split of ``dataset`` for each backbone.
+
+    ``engine="ray"``: shards computed by Ray actors (:func:`~unisurg.backbones.features.extract_split`);
+    this process then loads each backbone on the CPU only for its fingerprint and protocol checks.
 
     Returns ``{backbone label: {"<fold>/<split>": cache folder}}``; ``unisurg bench`` later reuses them.
     """
     cfg = config if isinstance(config, BenchConfig) else load_bench_config(config, overrides)
     if not cfg.features.cache:
         raise BenchError("extract writes the feature cache; features.cache=false makes it pointless")
-    device = resolve_device(cfg.device)
+    check_engine(engine)
+    device = resolve_device(cfg.device) if engine == "local" else torch.device("cpu")
     prep = prepare(dataset, root, split_scheme, cfg, strict=strict, progress=progress, log=log)
 
     out = {}
@@ -542,7 +548,8 @@ def extract_features(backbones: list, dataset: str, root=None, *, split_scheme: 
                     "protocol": protocol_dict(cfg, prep.task.name), "dataset": prep.dataset, "split_scheme": fold.name}
             for s in ("train", "val", "test"):
                 folder = feature_dir(cfg, prep.dataset, fold.name, bb.fingerprint, prep.task.name, fold.splits[s])
-                extract_split(encoder, pixels, fold.splits[s], folder, cfg, meta=meta, progress=progress, log=log)
+                extract_split(encoder, pixels, fold.splits[s], folder, cfg, meta=meta, progress=progress, log=log, engine=engine,
+                              ray=ray, backbone_spec=spec if isinstance(spec, str) else None)
                 folders[f"{fold.name}/{s}"] = str(folder)
         log(f"{bb.name}: features of {len(folders)} splits in the cache ({encoder.forwards} backbone forwards now)")
         out[bb.name] = folders
