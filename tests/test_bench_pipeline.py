@@ -132,7 +132,7 @@ def test_bench_writes_results_tables_ribbons_and_probe(bench_out, synth):
     assert "honest (selected on validation)" in md and "paper-style (selected on test)" in md
     assert "| random-init tiny |" in md and "synthetic Acc" in md
     tex = (out / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"\multicolumn{3}{c}{synthetic}" in tex
+    assert r"\begin{tabular}" in tex and r"\multicolumn{5}{c}{synthetic}" in tex  # Acc, F1 and Jaccard (gt), F1 and Jaccard (gt_or_pred)
     assert (out / "figures" / "synthetic" / "ribbon_video06.png").stat().st_size > 1000
 
 

@@ -136,6 +136,13 @@ class ReportConfig:
     bootstrap_n: int = 1000
     bootstrap_seed: int = 42
     relaxed: Literal["none", "cholec80", "m2cai16"] = "none"  # phase metrics with the relaxed boundary
+    # "percentile": point = the statistic of the test set, 95% percentile CI (default_rng draws);
+    # "surgmotion": SurgMotion's evals/utils/bootstrap.py: RandomState(seed).choice draws, point = mean of the
+    # bootstrap means, "se" = their np.std (the bootstrap standard error), CI = 2.5/97.5 percentiles
+    bootstrap: Literal["percentile", "surgmotion"] = "percentile"
+    # metric by which the paper-style probe is chosen ON TEST (labelled so); "auto": the task's paper choice
+    # (macro-F1 under scikit-learn's label set for phase and clip tasks, as SurgMotion; else the honest key)
+    paper_selection_metric: str = "auto"
     figures: bool = True
     max_figures: int = 12  # ribbons / overlays per run
 
@@ -147,6 +154,8 @@ class BenchConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    # the named protocol the config was resolved from (unisurg.bench.protocols); recorded in every run and table
+    protocol: str = "unisurg"
     cache_dir: str = "~/.cache/unisurg/bench"
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     ingest_workers: int = 1

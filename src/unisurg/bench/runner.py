@@ -54,6 +54,14 @@ from unisurg.config import to_dict
 
 RESULTS_NAME = "results.json"
 
+# how the macro averages of a task's metrics are taken (the tables name them; SPEC Sec. 9)
+METRIC_CONVENTIONS = {
+    "phase": {"gt": "per video, macro over the phases in the ground truth (ours; keys f1, jaccard, precision, recall)",
+              "gt_or_pred": "per video, macro over the phases in the ground truth or the predictions, scikit-learn's "
+                            "default label set, zero_division=0 (SurgMotion; keys *_gt_or_pred)"},
+    "clip": {"gt_or_pred": "macro over the classes in the ground truth or the predictions (scikit-learn's default)"},
+}
+
 
 class BenchError(RuntimeError):
     """A benchmark that cannot run as asked (no test split, empty split, ...); the message says why."""
@@ -319,7 +327,7 @@ def run_fold(prep: Prepared, fold: Fold, backbone, cfg: BenchConfig, device: tor
 
 
 def _metrics_with_ci(blocks, cfg: BenchConfig) -> dict:
-    return confidence_intervals(blocks, cfg.report.bootstrap_n, cfg.report.bootstrap_seed)
+    return confidence_intervals(blocks, cfg.report.bootstrap_n, cfg.report.bootstrap_seed, cfg.report.bootstrap)
 
 
 def _rows(blocks) -> list[dict]:
@@ -421,7 +429,14 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
     P = len(grid)
     test_by_probe = [task.score(test, np.concatenate([fr.test_out[p] for fr in frs], axis=0)) for p in range(P)]
     test_metrics = [flat_metrics(b) for b in test_by_probe]
-    paper_idx = best_index([m.get(key, float("nan")) for m in test_metrics], higher)
+    paper_key, paper_higher = task.paper_select_key()
+    if paper_key not in test_metrics[0]:
+        raise BenchError(f"report.paper_selection_metric={paper_key!r} is not among the metrics "
+                         f"{sorted(test_metrics[0])}")
+    paper_values = [m[paper_key] for m in test_metrics]
+    if cfg.report.bootstrap == "surgmotion":  # the release ranks heads by the bootstrap mean it prints
+        paper_values = [_metrics_with_ci(b, cfg)[paper_key]["value"] for b in test_by_probe]
+    paper_idx = best_index(paper_values, paper_higher)
     probes = []
     for p, (lr, wd) in enumerate(grid):
         probes.append({"index": p, "lr": lr, "wd": wd,
@@ -440,7 +455,9 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
         "selection_metric": key, "higher_is_better": higher,
         "honest": {"label": HONEST_LABEL, "probe_index": sel if len(sel) > 1 else sel[0],
                    "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)},
-        "paper_style": {"label": PAPER_LABEL, "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
+        "metric_conventions": METRIC_CONVENTIONS.get(task.name, {}), "bootstrap": cfg.report.bootstrap,
+        "paper_style": {"label": PAPER_LABEL, "selection_metric": paper_key, "selected_on": "test",
+                        "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
                         "metrics": _metrics_with_ci(test_by_probe[paper_idx], cfg),
                         "per_unit": _rows(test_by_probe[paper_idx])},
         "probes": probes,

@@ -32,6 +32,8 @@ from unisurg.bench import losses
 from unisurg.bench.pixels import per_second_indices, spread_indices
 from unisurg.bench.samples import SampleRef, SplitData
 
+PER_PHASE_NAMES = ("precision", "recall", "f1", "jaccard")  # metrics whose macro average depends on the label set
+
 
 @dataclass
 class ScoreBlock:
@@ -108,6 +110,15 @@ class Task:
     def score(self, split: SplitData, collected: np.ndarray) -> list[ScoreBlock]:
         raise NotImplementedError
 
+    def paper_select_key(self) -> tuple[str, bool]:
+        """(metric key the authors' release keeps the best head by, on test; higher is better):
+        ``report.paper_selection_metric``, or the task's ``paper_selection_metric`` (macro-F1 where
+        the release uses it), else the honest selection key."""
+        key = self.cfg.report.paper_selection_metric
+        if key == "auto":
+            key = getattr(self, "paper_selection_metric", "") or self.select_key()[0]
+        return key, key.split(":")[-1] not in {"mae", "rmse", "abs_rel", "sq_rel"}
+
     def select_key(self) -> tuple[str, bool]:
         """(metric key used to select a probe, higher is better)."""
         key = self.cfg.train.selection_metric
@@ -158,10 +169,16 @@ class PhaseTask(_PerSecond):
     """Phase / step recognition: one prediction per labelled second."""
 
     name = "phase"
-    columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("f1", "F1", True, True),
-               MetricColumn("jaccard", "Jaccard", True, True))
+    # macro averages under both label sets (unisurg.bench.metrics.phase): "gt" = ground-truth phases (ours),
+    # "gt_or_pred" = scikit-learn's default label set (SurgMotion's); the column labels name the convention
+    columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("f1", "F1 (gt)", True, True),
+               MetricColumn("jaccard", "Jaccard (gt)", True, True),
+               MetricColumn("f1_gt_or_pred", "F1 (gt_or_pred)", True, True),
+               MetricColumn("jaccard_gt_or_pred", "Jaccard (gt_or_pred)", True, True))
     selection_metric = "accuracy"
+    paper_selection_metric = "f1_gt_or_pred"  # SurgMotion keeps the head with the best Macro_F1 on test
     metric_names = ("accuracy", "precision", "recall", "f1", "jaccard", "edit")
+    sklearn_metric_names = ("precision_gt_or_pred", "recall_gt_or_pred", "f1_gt_or_pred", "jaccard_gt_or_pred")
 
     def _labelled(self, rec):
         return np.flatnonzero(rec.labels >= 0)
@@ -197,11 +214,15 @@ class PhaseTask(_PerSecond):
         keep = [i for i, (yt, _) in enumerate(videos) if yt.size]
         rel = self.cfg.report.relaxed
         res = phase_metrics([videos[i] for i in keep], self.out_dim)
-        names = list(self.metric_names)
+        sk = phase_metrics([videos[i] for i in keep], self.out_dim, labels="gt_or_pred")
+        for r, r2 in zip(res["per_video"], sk["per_video"]):
+            r.update({f"{m}_gt_or_pred": r2[m] for m in PER_PHASE_NAMES})
+        names = list(self.metric_names) + list(self.sklearn_metric_names)
+        means = dict(res["mean"]) | {f"{m}_gt_or_pred": sk["mean"][m] for m in PER_PHASE_NAMES}
         matrix = np.array([[r[m] for m in names] for r in res["per_video"]], dtype=np.float64)
         rows = [{"video": split.groups[i], **{m: r[m] for m in names}, "n_seconds": r["n_frames"]}
                 for i, r in zip(keep, res["per_video"])]
-        blocks = [ScoreBlock("", dict(res["mean"]), names, matrix=matrix, rows=rows)]
+        blocks = [ScoreBlock("", means, names, matrix=matrix, rows=rows)]
         if rel != "none":
             rr = phase_metrics([videos[i] for i in keep], self.out_dim, relaxed=rel)
             rm = np.array([[r[m] for m in ("accuracy", "f1", "jaccard")] for r in rr["per_video"]])
@@ -320,6 +341,7 @@ class ClipTask(Task):
     name = "clip"
     columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("macro_f1", "F1-score", True, True))
     selection_metric = "accuracy"
+    paper_selection_metric = "macro_f1"  # SurgMotion's action probing keeps the head with the best Macro_F1
 
     def media(self, records):
         return [(Path(r.path), None) for r in records]

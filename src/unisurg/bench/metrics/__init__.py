@@ -10,7 +10,8 @@
 """
 
 from unisurg.bench.metrics.average_precision import average_precision
-from unisurg.bench.metrics.bootstrap import bootstrap_ci, resample_indices
+from unisurg.bench.metrics.bootstrap import (bootstrap_ci, bootstrap_surgmotion, resample_indices,
+                                            surgmotion_resample_indices)
 from unisurg.bench.metrics.classification import (accuracy, classification_metrics, macro_f1, multilabel_map,
                                                   per_class_scores)
 from unisurg.bench.metrics.depth import c3vd_depth_to_mm, depth_metrics
@@ -25,10 +26,10 @@ from unisurg.bench.metrics.triplet import (IVT_COMPONENTS, component_classes, co
 
 __all__ = [
     "CHOLEC80_PHASES", "IVT_COMPONENTS", "M2CAI16_PHASES",
-    "accuracy", "average_precision", "average_ranks", "bootstrap_ci", "c3vd_depth_to_mm", "classification_metrics",
+    "accuracy", "average_precision", "average_ranks", "bootstrap_ci", "bootstrap_surgmotion", "c3vd_depth_to_mm", "classification_metrics",
     "component_classes", "component_scores", "depth_metrics", "dice", "edit_score", "fisher_z_mean", "levenshtein",
     "load_ivt_mapping", "macro_f1", "mae", "multilabel_map", "null_triplets", "per_class_scores", "phase_metrics",
     "regression_metrics", "relaxed_correct", "relaxed_phase_scores", "resample_indices", "segmental_f1",
-    "segmentation_metrics", "segments", "skill_metrics", "spearman", "strict_phase_scores", "triplet_ap",
+    "segmentation_metrics", "segments", "skill_metrics", "spearman", "strict_phase_scores", "surgmotion_resample_indices", "triplet_ap",
     "triplet_metrics",
 ]
