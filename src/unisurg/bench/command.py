@@ -72,7 +72,16 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
     p.add_argument("video", type=Path, help="video file (or folder of frames)")
     p.add_argument("--backbone", required=True, metavar="SPEC", help="the backbone the probe was trained on")
-    p.add_argument("--probe", required=True, type=Path, help="probe folder (probe.json + probe.safetensors)")
+    p.add_argument("--probe", required=True, type=Path,
+                   help="probe folder (probe.json + probe.safetensors), or an official V-JEPA 2 / SurgMotion checkpoint "
+                        "file {'classifiers': [...]} (.pt/.pth/.tar)")
+    p.add_argument("--head", type=int, default=0, help="official checkpoint: which classifier (default 0)")
+    p.add_argument("--heads", type=int, default=16, help="official checkpoint: attention heads of the probe (default 16)")
+    p.add_argument("--class-names", default=None, help="official checkpoint: comma-separated class names")
+    p.add_argument("--protocol", default="surgmotion",
+                   help="official checkpoint: the protocol whose clip settings to use (default surgmotion)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="official checkpoint: override a clip setting of the protocol, e.g. --set clip.frames=16")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to the video)")
     p.add_argument("--cache-dir", default="~/.cache/unisurg/bench", help="frame-store cache")
     p.add_argument("--device", default="auto")
@@ -98,6 +107,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from unisurg.bench.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
     from unisurg.bench.features import FeatureCacheError
     from unisurg.bench.frames import MediaError
+    from unisurg.bench.official_probe import OfficialProbeError
     from unisurg.bench.predict import ProbeFormatError, ProbeMismatchError
     from unisurg.bench.runner import BenchError
     from unisurg.config import ConfigError
@@ -105,7 +115,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from unisurg.models.strict_load import CheckpointError
 
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
-            ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
+            ProbeFormatError, ProbeMismatchError, OfficialProbeError, BenchError, ConfigError, StoreError, CheckpointError,
             FileNotFoundError)
 
 
@@ -150,8 +160,10 @@ def run_predict(a) -> int:
         from unisurg.bench.predict import predict_video
 
         out = a.out or a.video.parent
+        names = [n.strip() for n in a.class_names.split(",")] if a.class_names else None
         res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
-                            batch_size=a.batch_size, progress=not a.quiet)
+                            batch_size=a.batch_size, progress=not a.quiet, head=a.head, heads=a.heads,
+                            class_names=names, protocol=a.protocol, overrides=a.set)
         print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
         return 0
 

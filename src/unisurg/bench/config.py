@@ -77,10 +77,19 @@ class ProbeConfig:
     mlp_ratio: float = 4.0
     decoder_hidden: int = 256  # dense tasks: hidden width of the light decoder
     checkpoint: bool = False  # activation checkpointing of the self-attention blocks (memory at scale)
+    # the official V-JEPA 2 / SurgMotion probe: cross_proj=false, eps=1e-5, init=vjepa2 (unisurg.bench.official_probe)
+    cross_proj: bool = True  # output projection after the cross-attention (ours; the official probe has none)
+    eps: float = 1e-6  # LayerNorm eps of the probe (the official probe: torch's default 1e-5)
+    init: Literal["unisurg", "vjepa2"] = "unisurg"  # weight init and residual rescale (unisurg.bench.probe)
+    # evaluate the heads of an official checkpoint ({"classifiers": [state_dict, ...]}) instead of training probes;
+    # the heads take the places of train.lrs x train.wds (as many as the checkpoint has)
+    official: str | None = None
 
     def validate(self) -> None:
         if self.depth < 1 or self.heads < 1:
             raise ValueError("probe.depth and probe.heads must be >= 1")
+        if self.eps <= 0:
+            raise ValueError(f"probe.eps={self.eps} must be > 0")
 
 
 @dataclass

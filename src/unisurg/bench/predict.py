@@ -23,6 +23,7 @@ import torch
 
 from unisurg.bench.config import BenchConfig, ClipConfig, load_bench_config
 from unisurg.bench.features import ClipPixels, Encoder, batch_groups
+from unisurg.bench.official_probe import is_official_checkpoint, load_official_probes, official_probe_meta
 from unisurg.bench.pixels import per_second_indices
 from unisurg.bench.samples import SampleRef
 from unisurg.config import load_config, to_dict
@@ -104,12 +105,29 @@ def _stream(encoder: Encoder, pixels: ClipPixels, refs: list[SampleRef], batch_s
     return np.concatenate(out)
 
 
+def load_official_for_predict(path: str | Path, device, head: int, heads: int, class_names, protocol: str,
+                              overrides: list[str] | None = None):
+    """An official checkpoint's head ``head`` and a ``probe.json``-like record (clip protocol of ``protocol``
+    with ``overrides``, e.g. ``clip.frames=16``)."""
+    from unisurg.bench.protocols import protocol_config
+
+    probe = load_official_probes(path, heads=heads, indices=[head])
+    clip = to_dict(protocol_config(protocol, overrides=overrides).clip)
+    return probe.to(device).eval(), official_probe_meta(probe, clip, class_names, path, head)
+
+
 def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str | Path | None = None, *,
                   cache_dir: str = "~/.cache/unisurg/bench", device: str = "auto", batch_size: int = 8,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, head: int = 0, heads: int = 16, class_names: list[str] | None = None,
+                  protocol: str = "surgmotion", overrides: list[str] | None = None) -> dict:
     """Per-second predictions of a trained probe on ``video``; writes CSV, JSON and a ribbon PNG to ``out``.
 
     ``backbone``: a spec string or a loaded Backbone; its fingerprint must equal the probe's.
+    ``probe_dir``: a unisurg probe folder, or an official V-JEPA 2 / SurgMotion checkpoint file
+    (``{"classifiers": [...]}``; :mod:`unisurg.bench.official_probe`): then ``head`` picks the
+    classifier, ``heads`` is its number of attention heads, ``class_names`` name its outputs and the
+    clip protocol is ``protocol``'s with ``overrides`` (no fingerprint to check: the user vouches for
+    the backbone).
     Returns ``{"seconds", "labels", "label_names", "probabilities", "class_names", "files"}``.
     """
     from unisurg.bench.backbones import load_backbone
@@ -119,13 +137,18 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
     if not video.exists():
         raise FileNotFoundError(f"{video}: no such video file or frame folder")
     dev = resolve_device(device)
-    probe, meta = load_probe(probe_dir, dev)
+    official = is_official_checkpoint(probe_dir)
+    if official:
+        probe, meta = load_official_for_predict(probe_dir, dev, head, heads, class_names, protocol, overrides)
+    else:
+        probe, meta = load_probe(probe_dir, dev)
     if meta["task"] not in PER_SECOND_TASKS:
         raise ProbeMismatchError(f"probe {probe_dir} is a {meta['task']!r} probe; predict runs per-second probes "
                                  f"({', '.join(PER_SECOND_TASKS)})")
     bb = load_backbone(backbone, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else None) \
         if isinstance(backbone, str) else backbone
-    check_backbone(meta, bb, probe_dir)
+    if not official:
+        check_backbone(meta, bb, probe_dir)
     clip = load_config(ClipConfig, meta["clip"])
     cfg = load_bench_config("paper", [f"cache_dir={cache_dir}", f"features.mode={meta['features_mode']}"])
     cfg.clip = clip

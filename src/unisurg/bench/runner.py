@@ -39,7 +39,8 @@ from unisurg.bench.features import (
     protocol_dict,
 )
 from unisurg.bench.probe import ProbeSpec, build_probe
-from unisurg.bench.probe_training import collect_outputs, train_probes
+from unisurg.bench.official_probe import official_heads
+from unisurg.bench.probe_training import TrainHistory, collect_outputs, train_probes
 from unisurg.bench.samples import SplitData
 from unisurg.bench.selection import (
     HONEST_LABEL,
@@ -265,7 +266,8 @@ def probe_spec(task: Task, backbone, cfg: BenchConfig, tokens_shape: tuple[int, 
                          patch_size=int(backbone.patch_size), grid=tuple(int(g) for g in grid))
     width = cfg.probe.width or D
     return ProbeSpec("attentive", D, task.out_dim, width, depth=cfg.probe.depth, heads=cfg.probe.heads,
-                     mlp_ratio=cfg.probe.mlp_ratio)
+                     mlp_ratio=cfg.probe.mlp_ratio, eps=cfg.probe.eps, cross_proj=cfg.probe.cross_proj,
+                     init=cfg.probe.init)
 
 
 def concat_splits(parts: list[SplitData], name: str) -> SplitData:
@@ -305,14 +307,21 @@ def run_fold(prep: Prepared, fold: Fold, backbone, cfg: BenchConfig, device: tor
     timings["features_s"] = timings.get("features_s", 0.0) + time.perf_counter() - t0
     task.fit(fold.splits["train"])
     shape = token_shape(feats)
-    spec = probe_spec(task, backbone, cfg, shape)
-    probe = build_probe(spec, len(cfg.train.grid()), seed=cfg.train.seed)
+    if cfg.probe.official:  # evaluate the heads of an official checkpoint: no training
+        probe = official_heads(cfg.probe.official, cfg.probe.heads, len(cfg.train.grid()), int(shape[-1]), task.out_dim)
+        spec = probe.spec
+        hist = TrainHistory(loss=[[float("nan")] * probe.n_probes])
+        log(f"  {probe.n_probes} heads of the official checkpoint {cfg.probe.official} (not trained here)")
+    else:
+        spec = probe_spec(task, backbone, cfg, shape)
+        probe = build_probe(spec, len(cfg.train.grid()), seed=cfg.train.seed)
     if spec.kind == "attentive":
         probe.checkpoint = cfg.probe.checkpoint
     probe.to(device)
     t0 = time.perf_counter()
-    hist = train_probes(probe, feats["train"], task, fold.splits["train"], cfg, device,
-                        encoder=encoder if cfg.features.online else None, progress=progress, log=log)
+    if not cfg.probe.official:
+        hist = train_probes(probe, feats["train"], task, fold.splits["train"], cfg, device,
+                            encoder=encoder if cfg.features.online else None, progress=progress, log=log)
     timings["train_s"] = timings.get("train_s", 0.0) + hist.seconds
     timings["backbone_forwards"] = timings.get("backbone_forwards", 0) + encoder.forwards  # extraction + online training
     t0 = time.perf_counter()
