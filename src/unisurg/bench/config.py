@@ -27,6 +27,15 @@ class ClipConfig:
     clip_fps: float = 4.0  # frame-store rate for short-clip tasks (actions, skill): T frames spread over the clip
     frame_folder_fps: float | None = None  # rate of a dataset's frame folders; None = the record's fps_source (else 1)
     norm: Literal["backbone", "imagenet"] = "backbone"  # mean/std of the backbone, or ImageNet's
+    # field of view: "short_side" keeps the aspect ratio (a 16:9 frame shows 49% of its width at res 256);
+    # "squash" (SurgMotion) resizes each frame to a square of the resize size first (87.7% of the width, squeezed)
+    field_of_view: Literal["short_side", "squash"] = "short_side"
+    # which frames of the T-frame window: "consecutive", or "surgmotion" = their loader's linspace(0, T-1, T-1) + last
+    positions: Literal["consecutive", "surgmotion"] = "consecutive"
+    # a clip reaching before the first frame: "first" = repeat the first frame (ours), "last" = frames 0..t then the
+    # last repeated (SurgMotion's released clip lists), "skip" = no clip, the second is not scored (their historical
+    # data_process/process_csv_dense.py makes no clip before t = T - 1)
+    start: Literal["first", "last", "skip"] = "first"
     # training augmentation (needs features.online=true): none; rrc = random-resized crop; paper = the authors'
     # RandAugment + random-resized crop + random erasing (unisurg.bench.augment)
     augment: Literal["none", "rrc", "paper"] = "none"
@@ -107,8 +116,18 @@ class TrainConfig:
     selection_metric: str = "auto"  # "auto": accuracy (phase, clip), mAP (multi-label), mae (skill), dice, rmse
     val_fraction: float = 0.2  # validation carved from training videos when a dataset has none
     eval_batch_size: int = 8  # all P probes at once: activations P x B x N x width (mind GPU memory)
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # autocast on CUDA (ignored on CPU)
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 (SurgMotion) adds a GradScaler
     seed: int = 0
+    # "carve": a validation split is carved from training when the dataset has none (ours); "none": train on all
+    # training videos and keep no validation (SurgMotion's Cholec80 1-40): only the choice on test exists then
+    validation: Literal["carve", "none"] = "carve"
+    grid_order: Literal["lr_major", "wd_major"] = "lr_major"  # probe order of the lr x wd grid (SurgMotion: wd-major)
+    decay_all: bool = False  # weight decay on every probe parameter, biases and norms too (SurgMotion)
+    # "after": update k uses the schedule's factor at step k (the first update the full rate); "before": the
+    # scheduler is stepped before each update (SurgMotion), so update k uses the factor of step k + 1
+    schedule_step: Literal["after", "before"] = "after"
+    lr_batch_scaling: bool = False  # lr x batch_size / 256 (SurgRec / VideoMAE's linear scaling rule)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -123,8 +142,13 @@ class TrainConfig:
             raise ValueError(f"train.val_fraction={self.val_fraction} must be in [0, 1)")
 
     def grid(self) -> list[tuple[float, float]]:
-        """The probes' (lr, wd) pairs, lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)])."""
-        return [(lr, wd) for lr in self.lrs for wd in self.wds]
+        """The probes' (lr, wd) pairs. lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)]);
+        wd-major: probe ``i`` = (lrs[i % len(lrs)], wds[i // len(lrs)]). With ``lr_batch_scaling`` every lr is
+        multiplied by ``batch_size / 256``."""
+        scale = self.batch_size / 256 if self.lr_batch_scaling else 1.0
+        if self.grid_order == "wd_major":
+            return [(lr * scale, wd) for wd in self.wds for lr in self.lrs]
+        return [(lr * scale, wd) for lr in self.lrs for wd in self.wds]
 
 
 @dataclass

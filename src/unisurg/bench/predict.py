@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from unisurg.bench.config import BenchConfig, ClipConfig, load_bench_config
-from unisurg.bench.features import ClipPixels, Encoder, batch_groups
+from unisurg.bench.features import ClipPixels, Encoder, batch_groups, clip_pixels
 from unisurg.bench.official_probe import is_official_checkpoint, load_official_probes, official_probe_meta
 from unisurg.bench.pixels import per_second_indices
 from unisurg.bench.samples import SampleRef
@@ -89,7 +89,9 @@ def per_second_refs(media: str, n_frames: int, clip: ClipConfig, stride_s: int =
     """One clip per ``stride_s`` seconds of a video of ``n_frames`` stored frames; returns (refs, seconds)."""
     n_seconds = int(math.floor((n_frames - 1) / clip.fps)) + 1
     seconds = np.arange(0, n_seconds, max(1, int(stride_s)))
-    refs = [SampleRef(f"t{t}", 0, media, per_second_indices(int(t), n_frames, clip.frames, clip.fps, clip.anchor))
+    refs = [SampleRef(f"t{t}", 0, media, per_second_indices(int(t), n_frames, clip.frames, clip.fps, clip.anchor,
+                                                            "first" if clip.start == "skip" else clip.start,
+                                                            clip.positions))
             for t in seconds]
     return refs, seconds
 
@@ -155,7 +157,7 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
     store, ids, key, n = _store_video(video, clip, cfg.cache_dir)
     refs, seconds = per_second_refs(key, n, clip)
     encoder = Encoder(bb, cfg, dev, mean=tuple(meta["norm"]["mean"]), std=tuple(meta["norm"]["std"]))
-    pixels = ClipPixels(store, ids, clip.res, 1)
+    pixels = clip_pixels(store, ids, cfg, 1)
     multilabel = meta["task"] == "triplet"
 
     @torch.no_grad()
@@ -217,7 +219,7 @@ def embed_video(video: str | Path, backbone, out: str | Path, *, config: BenchCo
     store, ids, key, n = _store_video(video, cfg.clip, cfg.cache_dir, cfg.ingest_workers)
     refs, seconds = per_second_refs(key, n, cfg.clip, stride_s)
     encoder = Encoder(bb, cfg, dev)
-    pixels = ClipPixels(store, ids, cfg.clip.res, 1)
+    pixels = clip_pixels(store, ids, cfg, 1)
     dtype = np.float16 if tokens else np.float32
     feats = _stream(encoder, pixels, refs, cfg.features.batch_size, lambda t: t.cpu().numpy().astype(dtype), progress)
     c = cfg.clip

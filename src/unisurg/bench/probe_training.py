@@ -40,8 +40,16 @@ class TrainHistory:
     seconds: float = 0.0
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+def _autocast(device: torch.device, amp: bool, dtype: str = "bfloat16"):
+    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp and device.type == "cuda")
+
+
+def grad_scaler(device: torch.device, tc):
+    """A ``GradScaler`` for float16 autocast on CUDA (SurgMotion: fp16 + GradScaler); None otherwise. One scaler
+    for all probes (SurgMotion keeps one per head: an overflow in one head skips only that head's step there)."""
+    if tc.amp and tc.amp_dtype == "float16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData, cfg, device: torch.device, *,
@@ -56,7 +64,10 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
     grid = tc.grid()
     if len(grid) != probe.n_probes:
         raise ValueError(f"{probe.n_probes} probes but {len(grid)} (lr, wd) pairs in train.lrs x train.wds")
-    opt = BatchedAdamW(probe, [g[0] for g in grid], [g[1] for g in grid], betas=tuple(tc.betas), eps=tc.eps)
+    opt = BatchedAdamW(probe, [g[0] for g in grid], [g[1] for g in grid], betas=tuple(tc.betas), eps=tc.eps,
+                       decay_all=tc.decay_all)
+    scaler = grad_scaler(device, tc)
+    offset = 1 if tc.schedule_step == "before" else 0
     n = len(inputs)
     steps_per_epoch = math.ceil(n / tc.batch_size)
     total = steps_per_epoch * tc.epochs
@@ -79,13 +90,18 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
             x = x.to(device, non_blocking=True)
             if encoder is not None:
                 x = encoder(x)
-            opt.set_factor(cosine_factor(step, total, warmup))
-            with _autocast(device, tc.amp):
+            opt.set_factor(cosine_factor(step + offset, total, warmup))
+            with _autocast(device, tc.amp, tc.amp_dtype):
                 out = probe(x)
             per_probe = task.loss(out, y.to(device, non_blocking=True))
             opt.zero_grad()
-            per_probe.sum().backward()
-            opt.step()
+            if scaler is None:
+                per_probe.sum().backward()
+                opt.step()
+            else:
+                scaler.scale(per_probe.sum()).backward()
+                scaler.step(opt)
+                scaler.update()
             running += per_probe.detach()
             step += 1
         hist.loss.append((running / steps_per_epoch).cpu().tolist())
@@ -108,7 +124,7 @@ def collect_outputs(probe: torch.nn.Module, inputs: Dataset, task, split: SplitD
     from tqdm import tqdm
 
     for x, idx in tqdm(loader, desc=f"evaluate {split.name}", disable=not progress):
-        with _autocast(device, cfg.train.amp):
+        with _autocast(device, cfg.train.amp, cfg.train.amp_dtype):
             out = probe(x.to(device, non_blocking=True))
         parts.append(task.collect(out.float(), split, idx.numpy()))
     return np.concatenate(parts, axis=1)

@@ -30,10 +30,10 @@ import torch
 
 from unisurg.bench.config import BenchConfig, load_bench_config
 from unisurg.bench.features import (
-    ClipPixels,
     Encoder,
     InMemoryFeatures,
     OnlineClips,
+    clip_pixels,
     extract_split,
     feature_dir,
     protocol_dict,
@@ -54,6 +54,8 @@ from unisurg.bench.tasks import Task, make_task
 from unisurg.config import to_dict
 
 RESULTS_NAME = "results.json"
+NO_VALIDATION = "none (train.validation=none: all training items train, no validation split)"
+NO_HONEST_LABEL = "none: no validation split, so no probe chosen on validation (see the paper-style table)"
 
 # how the macro averages of a task's metrics are taken (the tables name them; SPEC Sec. 9)
 METRIC_CONVENTIONS = {
@@ -177,7 +179,10 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
                 continue
             raise BenchError(f"{dataset} (split scheme {name}): the test split is empty; pick a split scheme with a "
                              f"test split (e.g. the default)")
-        recs, source = carve_validation(recs, cfg.train.val_fraction, task.name)
+        if cfg.train.validation == "none":  # SurgMotion: every training video trains; no validation split
+            recs, source = dict(recs, val=[]), NO_VALIDATION
+        else:
+            recs, source = carve_validation(recs, cfg.train.val_fraction, task.name)
         folds.append(Fold(name, recs, source))
     if not folds:
         raise BenchError(f"{dataset}: no fold of split scheme {split_scheme} has a test item under {root}")
@@ -193,7 +198,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
     for f in folds:
         for s in ("train", "val", "test"):
             f.splits[s] = task.build_split(s, f.records[s], store, ids)
-            if len(f.splits[s]) == 0:
+            if len(f.splits[s]) == 0 and not (s == "val" and f.val_source == NO_VALIDATION):
                 raise BenchError(f"{dataset} fold {f.name}: split {s!r} has no labelled sample")
         past = sum(i.get("past_end", 0) for s in f.splits.values() for i in s.group_info)
         if past:
@@ -226,12 +231,15 @@ def split_features(prep: Prepared, fold: Fold, backbone, encoder: Encoder, cfg: 
     grid = check_protocol(prep.task, backbone, cfg)
     per_sample = backbone.embed_dim * {"pooled": 1, "time": grid[0]}.get(cfg.features.mode, int(np.prod(grid)))
     per_sample *= 2 if cfg.features.dtype == "float16" else 4
-    pixels = ClipPixels(prep.store, prep.ids, cfg.clip.res, image_frames(backbone))
+    pixels = clip_pixels(prep.store, prep.ids, cfg, image_frames(backbone))
     meta = {"backbone": {"spec": backbone.spec, "name": backbone.name, "fingerprint": backbone.fingerprint},
             "protocol": protocol_dict(cfg, prep.task.name), "dataset": prep.dataset, "split_scheme": fold.name}
     out = {}
     for s in ("train", "val", "test"):
         split = fold.splits[s]
+        if len(split) == 0:  # no validation split (train.validation=none)
+            out[s] = None
+            continue
         if s == "train" and cfg.features.online:
             out[s] = OnlineClips(pixels, split, cfg, seed=cfg.train.seed)
         elif cfg.features.cache:
@@ -325,12 +333,18 @@ def run_fold(prep: Prepared, fold: Fold, backbone, cfg: BenchConfig, device: tor
     timings["train_s"] = timings.get("train_s", 0.0) + hist.seconds
     timings["backbone_forwards"] = timings.get("backbone_forwards", 0) + encoder.forwards  # extraction + online training
     t0 = time.perf_counter()
-    val_out = collect_outputs(probe, feats["val"], task, fold.splits["val"], cfg, device, progress=progress)
     test_out = collect_outputs(probe, feats["test"], task, fold.splits["test"], cfg, device, progress=progress)
+    if feats["val"] is None:  # no validation: the probe kept is the one the authors keep, chosen on test
+        val_metrics = [{} for _ in range(probe.n_probes)]
+        pkey, phigher = task.paper_select_key()
+        sel = best_index([flat_metrics(task.score(fold.splits["test"], test_out[p])).get(pkey, float("nan"))
+                          for p in range(probe.n_probes)], phigher)
+    else:
+        val_out = collect_outputs(probe, feats["val"], task, fold.splits["val"], cfg, device, progress=progress)
+        val_metrics = [flat_metrics(task.score(fold.splits["val"], val_out[p])) for p in range(probe.n_probes)]
+        key, higher = task.select_key()
+        sel = select_probe(val_metrics, key, higher)
     timings["eval_s"] = timings.get("eval_s", 0.0) + time.perf_counter() - t0
-    val_metrics = [flat_metrics(task.score(fold.splits["val"], val_out[p])) for p in range(probe.n_probes)]
-    key, higher = task.select_key()
-    sel = select_probe(val_metrics, key, higher)
     return FoldResult(fold, probe, spec, val_metrics, test_out, sel, task.state_json(),
                       {"loss": hist.loss, "steps": hist.steps}, feats["test"])
 
@@ -348,7 +362,9 @@ def probe_json(prep: Prepared, fr: FoldResult, backbone, cfg: BenchConfig, lr: f
         "format": "unisurg-probe", "version": 1, "task": prep.task.name, "dataset": prep.dataset,
         "split_scheme": fr.fold.name, "class_names": list(prep.class_names), "probe": fr.spec.to_json(),
         "lr": lr, "wd": wd, "probe_index": fr.selected,
-        "selection": {"metric": prep.task.select_key()[0], "on": "val", "val_source": fr.fold.val_source},
+        "selection": {"metric": prep.task.select_key()[0], "on": "val", "val_source": fr.fold.val_source}
+        if fr.fold.val_source != NO_VALIDATION else
+        {"metric": prep.task.paper_select_key()[0], "on": "test", "val_source": NO_VALIDATION},
         "backbone": {"spec": backbone.spec, "name": backbone.name, "fingerprint": backbone.fingerprint,
                      "embed_dim": backbone.embed_dim, "kind": backbone.kind, "patch_size": backbone.patch_size,
                      "tubelet_size": backbone.tubelet_size},
@@ -452,6 +468,7 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
                        "val": [fr.val_metrics[p] for fr in frs] if len(frs) > 1 else frs[0].val_metrics[p],
                        "test": test_metrics[p], "train_loss_last_epoch": [fr.history["loss"][-1][p] for fr in frs]})
     sel = [fr.selected for fr in frs]
+    no_val = any(fr.fold.val_source == NO_VALIDATION for fr in frs)
     run = {
         "dataset": prep.dataset, "split_scheme": prep.split_scheme, "task": task.name,
         "class_names": list(prep.class_names),
@@ -463,7 +480,8 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
                    "n_units": {s: len(fr.fold.splits[s].groups) for s in ("train", "val", "test")}} for fr in frs],
         "selection_metric": key, "higher_is_better": higher,
         "honest": {"label": HONEST_LABEL, "probe_index": sel if len(sel) > 1 else sel[0],
-                   "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)},
+                   "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)}
+        if not no_val else {"label": NO_HONEST_LABEL, "probe_index": None, "metrics": {}, "per_unit": []},
         "metric_conventions": METRIC_CONVENTIONS.get(task.name, {}), "bootstrap": cfg.report.bootstrap,
         "paper_style": {"label": PAPER_LABEL, "selection_metric": paper_key, "selected_on": "test",
                         "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
@@ -581,7 +599,7 @@ def extract_features(backbones: list, dataset: str, root=None, *, split_scheme: 
             if isinstance(spec, str) else spec
         check_protocol(prep.task, bb, cfg)
         encoder = Encoder(bb, cfg, device)
-        pixels = ClipPixels(prep.store, prep.ids, cfg.clip.res, image_frames(bb))
+        pixels = clip_pixels(prep.store, prep.ids, cfg, image_frames(bb))
         folders = {}
         for fold in prep.folds:
             meta = {"backbone": {"spec": bb.spec, "name": bb.name, "fingerprint": bb.fingerprint},

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from unisurg.bench import losses
-from unisurg.bench.pixels import per_second_indices, spread_indices
+from unisurg.bench.pixels import clip_window, per_second_indices, spread_indices
 from unisurg.bench.samples import SampleRef, SplitData
 
 PER_PHASE_NAMES = ("precision", "recall", "f1", "jaccard")  # metrics whose macro average depends on the label set
@@ -154,9 +154,12 @@ class _PerSecond(Task):
             vid, n = _store_frames(store, ids, rec.frames)
             media = str(Path(rec.frames).resolve())
             seconds = self._labelled(rec)
+            if c.start == "skip":  # no clip reaching before the first frame: those seconds are not scored
+                seconds = np.array([t for t in seconds if clip_window(int(t), c.frames, c.fps, c.anchor)[0] >= 0],
+                                   dtype=np.int64)
             for t in seconds:
                 refs.append(SampleRef(f"{rec.video_id}@{t}", g, media,
-                                      per_second_indices(int(t), n, c.frames, c.fps, c.anchor)))
+                                      per_second_indices(int(t), n, c.frames, c.fps, c.anchor, c.start, c.positions)))
             targets.append(rec.labels[seconds])
             groups.append(rec.video_id)
             info.append({"seconds": seconds, "n_seconds": rec.n_seconds, "stored_frames": n,
