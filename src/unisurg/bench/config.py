@@ -93,6 +93,8 @@ class ProbeConfig:
     # evaluate the heads of an official checkpoint ({"classifiers": [state_dict, ...]}) instead of training probes;
     # the heads take the places of train.lrs x train.wds (as many as the checkpoint has)
     official: str | None = None
+    # "attentive" (V-JEPA 2's probe); "linear" = SurgRec's head: Linear on a LayerNorm of the mean-pooled tokens
+    kind: Literal["attentive", "linear"] = "attentive"
 
     def validate(self) -> None:
         if self.depth < 1 or self.heads < 1:
@@ -128,6 +130,12 @@ class TrainConfig:
     # scheduler is stepped before each update (SurgMotion), so update k uses the factor of step k + 1
     schedule_step: Literal["after", "before"] = "after"
     lr_batch_scaling: bool = False  # lr x batch_size / 256 (SurgRec / VideoMAE's linear scaling rule)
+    # class tasks: soft targets with label smoothing, mixup / cutmix of the training clips (SurgRec; needs
+    # features.online=true for mixing; unisurg.bench.mixing)
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5  # probability of cutmix rather than mixup when both alphas are on
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -140,6 +148,8 @@ class TrainConfig:
             raise ValueError("train.betas takes two numbers [beta1, beta2]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"train.val_fraction={self.val_fraction} must be in [0, 1)")
+        if not 0 <= self.label_smoothing < 1 or self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("train.label_smoothing must be in [0, 1) and train.mixup_alpha / cutmix_alpha >= 0")
 
     def grid(self) -> list[tuple[float, float]]:
         """The probes' (lr, wd) pairs. lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)]);
@@ -194,6 +204,9 @@ class BenchConfig:
     ingest_workers: int = 1
 
     def validate(self) -> None:
+        if (self.train.mixup_alpha > 0 or self.train.cutmix_alpha > 0) and not self.features.online:
+            raise ValueError("train.mixup_alpha / cutmix_alpha mix training clips before the frozen backbone: set "
+                             "features.online=true (cached features cannot be mixed as pixels)")
         if self.clip.augment != "none" and not self.features.online:
             raise ValueError("clip.augment needs features.online=true: cached features are computed once, "
                              "without augmentation (set features.online=true, or clip.augment=none)")

@@ -42,7 +42,7 @@ from unisurg.bench.batched import (
 class ProbeSpec:
     """Everything needed to rebuild a probe (stored in ``probe.json``)."""
 
-    kind: str  # "attentive" | "dense"
+    kind: str  # "attentive" | "linear" | "dense"
     embed_dim: int  # D of the frozen tokens
     out_dim: int  # classes / targets / output channels
     width: int  # probe width (== embed_dim unless projected)
@@ -82,7 +82,11 @@ def build_probe(spec: ProbeSpec, n_probes: int, seed: int = 0) -> nn.Module:
         return MultiProbe(spec, n_probes, seed)
     if spec.kind == "dense":
         return MultiDenseDecoder(spec, n_probes, seed)
-    raise ValueError(f"probe kind {spec.kind!r}: use 'attentive' or 'dense'")
+    if spec.kind == "linear":  # SurgRec's head: Linear on a LayerNorm of the mean token (unisurg.bench.linear_probe)
+        from unisurg.bench.linear_probe import MultiLinearProbe
+
+        return MultiLinearProbe(spec, n_probes, seed)
+    raise ValueError(f"probe kind {spec.kind!r}: use 'attentive', 'linear' or 'dense'")
 
 
 class _Stacked(nn.Module):

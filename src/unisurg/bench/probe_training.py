@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.bench.mixing import BatchMixer, smooth_one_hot
 from unisurg.bench.optim import BatchedAdamW, cosine_factor
 from unisurg.bench.samples import SplitData
 
@@ -67,6 +68,11 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
     opt = BatchedAdamW(probe, [g[0] for g in grid], [g[1] for g in grid], betas=tuple(tc.betas), eps=tc.eps,
                        decay_all=tc.decay_all)
     scaler = grad_scaler(device, tc)
+    soft = tc.label_smoothing > 0 or tc.mixup_alpha > 0 or tc.cutmix_alpha > 0
+    if soft and task.name not in ("phase", "clip"):
+        raise ValueError(f"train.label_smoothing / mixup / cutmix apply to class tasks (phase, clip), not {task.name}")
+    mixer = BatchMixer(tc.mixup_alpha, tc.cutmix_alpha, switch_prob=tc.mix_switch_prob, seed=tc.seed) \
+        if (tc.mixup_alpha > 0 or tc.cutmix_alpha > 0) else None
     offset = 1 if tc.schedule_step == "before" else 0
     n = len(inputs)
     steps_per_epoch = math.ceil(n / tc.batch_size)
@@ -88,12 +94,17 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
         running = torch.zeros(probe.n_probes, device=device)
         for x, y, _ in tqdm(loader, desc=f"probes epoch {epoch + 1}/{tc.epochs}", disable=not progress):
             x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if soft:
+                y = smooth_one_hot(y, task.out_dim, tc.label_smoothing)
+            if mixer is not None:
+                x, y = mixer(x, y, encoder.mean, encoder.std)
             if encoder is not None:
                 x = encoder(x)
             opt.set_factor(cosine_factor(step + offset, total, warmup))
             with _autocast(device, tc.amp, tc.amp_dtype):
                 out = probe(x)
-            per_probe = task.loss(out, y.to(device, non_blocking=True))
+            per_probe = task.loss(out, y)
             opt.zero_grad()
             if scaler is None:
                 per_probe.sum().backward()

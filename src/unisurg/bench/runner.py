@@ -273,6 +273,8 @@ def probe_spec(task: Task, backbone, cfg: BenchConfig, tokens_shape: tuple[int, 
         return ProbeSpec("dense", D, task.out_dim, D, hidden=cfg.probe.decoder_hidden,
                          patch_size=int(backbone.patch_size), grid=tuple(int(g) for g in grid))
     width = cfg.probe.width or D
+    if cfg.probe.kind == "linear":
+        return ProbeSpec("linear", D, task.out_dim, D)
     return ProbeSpec("attentive", D, task.out_dim, width, depth=cfg.probe.depth, heads=cfg.probe.heads,
                      mlp_ratio=cfg.probe.mlp_ratio, eps=cfg.probe.eps, cross_proj=cfg.probe.cross_proj,
                      init=cfg.probe.init)

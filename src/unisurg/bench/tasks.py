@@ -192,6 +192,8 @@ class PhaseTask(_PerSecond):
         self.state["class_weights"] = w
 
     def loss(self, out, target):
+        if target.dim() == 2:  # soft targets (label smoothing / mixup): -sum t log softmax, mean over the batch
+            return losses.multi_soft_cross_entropy(out, target.to(out.device))
         w = self.state.get("class_weights")
         wt = None
         if w is not None:  # on the device once, not copied at every step
