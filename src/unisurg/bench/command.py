@@ -41,11 +41,11 @@ def _intermixed(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _common_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", action="append", required=True, metavar="SPEC",
+def _common_data(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--backbone", action="append", required=required, metavar="SPEC",
                    help="backbone spec (repeat for several), e.g. random:tiny@0, unisurg:PATH, vjepa2:FILE.pt")
-    p.add_argument("--dataset", required=True, help="dataset adapter name (cholec80, m2cai16, synthetic, ...)")
-    p.add_argument("--root", required=True, type=Path, help="dataset root folder, as distributed")
+    p.add_argument("--dataset", required=required, help="dataset adapter name (cholec80, m2cai16, synthetic, ...)")
+    p.add_argument("--root", required=required, type=Path, help="dataset root folder, as distributed")
     p.add_argument("--split-scheme", default=None,
                    help="split scheme of the adapter (default: its default); JIGSAWS: loso / louo run all folds")
     p.add_argument("--config", default="paper", help=CONFIG_HELP)
@@ -61,8 +61,13 @@ def add_parser(subparsers) -> None:
                               description="Extract (or reuse) frozen features, train the lr x wd grid of probes, "
                                           "select on validation, report test metrics with bootstrap CIs; reruns "
                                           "into the same --out merge into one table.")
-    _common_data(p)
+    _common_data(p, required=False)  # checked in run_bench (not needed with --explain)
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
+    p.add_argument("--protocol", default="unisurg",
+                   help="named protocol: unisurg (default, honest), surgmotion, surgrec (unisurg.bench.protocols); "
+                        "applied on top of --config, under the KEY=VALUE overrides")
+    p.add_argument("--explain", action="store_true",
+                   help="print the protocol's items with their source (paper / authors' code / ours) and exit")
     p.set_defaults(func=run_bench)
 
     p = subparsers.add_parser("extract", help="cache the frozen features of a dataset for later probing")
@@ -131,10 +136,19 @@ def _guard(name: str, fn) -> int:
 
 def run_bench(a) -> int:
     def go():
+        from unisurg.bench.protocols import explain, protocol_config
         from unisurg.bench.runner import run_benchmark
 
-        run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
-                      overrides=a.overrides, strict=not a.lenient, progress=not a.quiet)
+        if a.explain:
+            print(explain(a.protocol))
+            return 0
+        missing = [f"--{n}" for n in ("backbone", "dataset", "root") if not getattr(a, n)]
+        if missing:
+            print(f"unisurg bench: error: the following arguments are required: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        cfg = protocol_config(a.protocol, a.config, a.overrides)
+        run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=cfg,
+                      strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
         return 0
 

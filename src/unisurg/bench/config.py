@@ -47,6 +47,12 @@ class ClipConfig:
     randaug_increasing: bool = True  # paper: timm's "inc1" op list (every op stronger with magnitude)
     erase_prob: float = 0.25  # paper: probability of one random-erasing rectangle per clip
     jpeg_quality: int = 90  # frame-store JPEG quality
+    # short-clip tasks: "spread" = T frames spread over the clip (ours); "stride" = T frames every sampling_rate stored
+    # frames from a centred window (VideoMAE / SurgRec), test_temporal_views windows evenly spaced at test
+    sampling: Literal["spread", "stride"] = "spread"
+    sampling_rate: int = 4
+    test_temporal_views: int = 1  # SurgRec: 5 windows per test clip
+    test_spatial_views: int = 1  # SurgRec: 3 crops along the long side (top/left, centre, bottom/right); softmax averaged
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -67,6 +73,8 @@ class ClipConfig:
             raise ValueError(f"clip.randaug_m={self.randaug_m} must be in [0, 10] (timm's magnitude scale)")
         if self.randaug_mstd < 0:
             raise ValueError(f"clip.randaug_mstd={self.randaug_mstd} must be >= 0")
+        if self.sampling_rate < 1 or self.test_temporal_views < 1 or self.test_spatial_views < 1:
+            raise ValueError("clip.sampling_rate, clip.test_temporal_views and clip.test_spatial_views must be >= 1")
         if not 0 <= self.erase_prob <= 1:
             raise ValueError(f"clip.erase_prob={self.erase_prob} must be a probability in [0, 1]")
 

@@ -33,6 +33,7 @@ from unisurg.bench.pixels import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
+    crop_at,
     read_frames,
     resize_image,
     squash,
@@ -42,7 +43,7 @@ from unisurg.bench.samples import SampleRef, SplitData
 
 CACHE_VERSION = 1
 PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "frame_folder_fps", "norm", "jpeg_quality",
-                "field_of_view")  # positions / start change the sample indices, which key the cache already
+                "field_of_view")  # sampling / views change the sample keys and indices  # positions / start change the sample indices, which key the cache already
 
 
 class FeatureCacheError(RuntimeError):
@@ -112,8 +113,12 @@ class ClipPixels:
             else:
                 allidx = np.concatenate([r.indices for r in run])
                 lo, hi = int(allidx.min()), int(allidx.max())
-                block = center_crop(self._frames(run[0].media, np.arange(lo, hi + 1)), self.res)
-                out.extend(block[r.indices - lo] for r in run)
+                block = self._frames(run[0].media, np.arange(lo, hi + 1))
+                if all(r.crop == 0.5 for r in run):
+                    block = center_crop(block, self.res)
+                    out.extend(block[r.indices - lo] for r in run)
+                else:  # spatial test views
+                    out.extend(crop_at(block[r.indices - lo], self.res, r.crop) for r in run)
             i = j
         return np.stack(out)
 
@@ -126,7 +131,7 @@ class ClipPixels:
             frames = np.repeat(img[None], self.image_frames, axis=0)
             return augment(frames) if augment else np.repeat(resize_image(img, self.res)[None], self.image_frames, 0)
         frames = self._frames(ref.media, ref.indices)
-        return augment(frames) if augment else np.ascontiguousarray(center_crop(frames, self.res))
+        return augment(frames) if augment else np.ascontiguousarray(crop_at(frames, self.res, ref.crop))
 
 
 class _Groups(Dataset):

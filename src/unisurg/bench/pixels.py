@@ -106,6 +106,29 @@ def read_frames(store: FrameStore, video_id: str, indices: np.ndarray) -> np.nda
     return block[indices - lo]
 
 
+def strided_indices(lo: int, hi: int, frames: int, rate: int, views: int = 1) -> list[np.ndarray]:
+    """VideoMAE's test sampling (SurgRec): ``T`` frames every ``rate`` stored frames from a window of ``T * rate``;
+    ``views`` windows evenly spaced over ``lo .. hi-1`` (one: the centred window), indices past the end repeat the
+    last frame."""
+    n = hi - lo
+    if n < 1:
+        raise ValueError(f"strided_indices: empty frame range {lo}..{hi}")
+    span = frames * rate
+    free = max(n - span, 0)
+    starts = [free // 2] if views == 1 else [int(free / (views - 1) * i) for i in range(views)]
+    return [lo + np.minimum(s + np.arange(0, span, rate), n - 1) for s in starts]
+
+
+def crop_at(frames: np.ndarray | torch.Tensor, res: int, pos: float = 0.5):
+    """``res x res`` crop of ``[..., H, W, 3]`` frames at relative position ``pos`` along both axes (0.5 = centre)."""
+    H, W = frames.shape[-3], frames.shape[-2]
+    if res > H or res > W:
+        raise StoreError(f"crop {res}x{res} larger than the stored frames ({H}x{W}); the frame store's short side "
+                         "must be >= clip.res (clip.short_side)")
+    y, x = int(pos * (H - res)), int(pos * (W - res))
+    return frames[..., y:y + res, x:x + res, :]
+
+
 def center_crop(frames: np.ndarray | torch.Tensor, res: int):
     """Centre ``res x res`` crop of ``[..., H, W, 3]`` frames."""
     H, W = frames.shape[-3], frames.shape[-2]

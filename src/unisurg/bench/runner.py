@@ -50,6 +50,7 @@ from unisurg.bench.selection import (
     flat_metrics,
     select_probe,
 )
+from unisurg.bench.protocols import protocol_split_scheme, write_protocol_record
 from unisurg.bench.tasks import Task, make_task
 from unisurg.config import to_dict
 
@@ -553,6 +554,7 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
         raise BenchError("pass overrides with a config name/dict/file, not with a BenchConfig object")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.train.seed)
+    split_scheme = split_scheme or protocol_split_scheme(cfg.protocol, dataset)
     prep = prepare(dataset, root, split_scheme, cfg, strict=strict, splits=splits, class_names=class_names,
                    task_name=task_name, progress=progress, log=log)
     out_dir = Path(out) if out is not None else None
@@ -574,6 +576,8 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
             from unisurg.bench.report import write_tables
 
             write_tables(results, out_dir)
+    if out_dir is not None:
+        write_protocol_record(cfg, out_dir)
     if out_dir is not None and cfg.report.figures:
         from unisurg.bench.figures import write_figures
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from unisurg.bench import losses
-from unisurg.bench.pixels import clip_window, per_second_indices, spread_indices
+from unisurg.bench.pixels import clip_window, per_second_indices, spread_indices, strided_indices
 from unisurg.bench.samples import SampleRef, SplitData
 
 PER_PHASE_NAMES = ("precision", "recall", "f1", "jaccard")  # metrics whose macro average depends on the label set
@@ -357,8 +357,17 @@ class ClipTask(Task):
         for g, rec in enumerate(records):
             vid, n = _store_frames(store, ids, rec.path)
             lo, hi = _clip_range(n, c.clip_fps, rec.start_s, rec.end_s, str(rec.path))
-            refs.append(SampleRef(rec.clip_id, g, str(Path(rec.path).resolve()), spread_indices(lo, hi, c.frames)))
-            targets.append(rec.label)
+            test = name == "test"
+            if c.sampling == "stride":
+                windows = strided_indices(lo, hi, c.frames, c.sampling_rate, c.test_temporal_views if test else 1)
+            else:
+                windows = [spread_indices(lo, hi, c.frames)]
+            crops = np.linspace(0.0, 1.0, c.test_spatial_views).tolist() if test and c.test_spatial_views > 1 else [0.5]
+            for i, idx in enumerate(windows):
+                for j, pos in enumerate(crops):
+                    key = rec.clip_id if len(windows) * len(crops) == 1 else f"{rec.clip_id}#t{i}s{j}"
+                    refs.append(SampleRef(key, g, str(Path(rec.path).resolve()), idx, crop=float(pos)))
+                    targets.append(rec.label)
             groups.append(rec.clip_id)
         return SplitData(name, refs, np.asarray(targets, dtype=np.int64), groups, [{} for _ in groups])
 
@@ -369,8 +378,16 @@ class ClipTask(Task):
     def score(self, split, collected):
         from unisurg.bench.metrics import classification_metrics
 
+        targets = split.targets
+        if len(split.refs) != len(split.groups):  # test views: softmax averaged over each clip's views
+            gidx = split.group_index()
+            probs = np.zeros((len(split.groups), collected.shape[-1]), np.float64)
+            np.add.at(probs, gidx, collected)
+            collected = probs / np.bincount(gidx, minlength=len(split.groups))[:, None]
+            first = np.unique(gidx, return_index=True)[1]
+            targets = split.targets[first]
         pred = collected.argmax(-1)
-        units = list(zip(split.targets.tolist(), pred.tolist()))
+        units = list(zip(targets.tolist(), pred.tolist()))
 
         def statistic(items):
             yt, yp = np.array([a for a, _ in items]), np.array([b for _, b in items])
