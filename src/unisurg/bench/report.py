@@ -125,6 +125,10 @@ def provenance(results: dict, selection: str) -> str:
     text = f"Protocol {', '.join(protocols)}; probe {chosen}; bootstrap {', '.join(boot.get(b, b) for b in boots)}."
     if conv:
         text += " Macro conventions: " + "; ".join(f"({k}) {v}" for k, v in conv.items()) + "."
+    flagged = [f"{r['dataset']}: {r['dataset_flags']['val_is_test']}" for r in runs
+               if r.get("dataset_flags", {}).get("val_is_test")]
+    if flagged:
+        text += " WARNING val == test: " + "; ".join(sorted(set(flagged))) + "."
     return text
 
 

@@ -88,6 +88,7 @@ class Prepared:
     folds: list[Fold]
     store: object | None
     ids: dict[str, str]
+    flags: dict = field(default_factory=dict)  # quirks of the dataset's split files (e.g. val_is_test), recorded
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,6 +161,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
     """Load the dataset, carve validation if needed, ingest its media, and build every fold's samples."""
     if splits is None:
         adapter, raw_folds = load_folds(dataset, root, split_scheme, strict)
+        flags = dict(getattr(adapter, "flags", {}))
         class_names = tuple(adapter.class_names)
         task_name = adapter.task
         scheme = split_scheme or adapter.split_scheme
@@ -168,6 +170,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
             raise BenchError("prepare(splits=...) needs class_names and task_name")
         raw_folds = [(split_scheme or "custom", splits)]
         scheme = split_scheme or "custom"
+        flags = {}
     all_records = [r for _, f in raw_folds for s in ("train", "val", "test") for r in f.get(s, [])]
     if not all_records:
         raise BenchError(f"{dataset}: no record found under {root}")
@@ -204,7 +207,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
         past = sum(i.get("past_end", 0) for s in f.splits.values() for i in s.group_info)
         if past:
             log(f"note: {past} labelled seconds lie past the end of their decoded video; they use the last frame")
-    return Prepared(dataset, scheme, task, class_names, folds, store, ids)
+    return Prepared(dataset, scheme, task, class_names, folds, store, ids, flags)
 
 
 # -- features ---------------------------------------------------------------------------------
@@ -486,6 +489,7 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
                    "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)}
         if not no_val else {"label": NO_HONEST_LABEL, "probe_index": None, "metrics": {}, "per_unit": []},
         "metric_conventions": METRIC_CONVENTIONS.get(task.name, {}), "bootstrap": cfg.report.bootstrap,
+        "dataset_flags": prep.flags,
         "paper_style": {"label": PAPER_LABEL, "selection_metric": paper_key, "selected_on": "test",
                         "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
                         "metrics": _metrics_with_ci(test_by_probe[paper_idx], cfg),
