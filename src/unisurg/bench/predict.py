@@ -25,6 +25,7 @@ from unisurg.bench.config import BenchConfig, ClipConfig, load_bench_config
 from unisurg.bench.features import ClipPixels, Encoder, batch_groups, clip_pixels
 from unisurg.bench.official_probe import is_official_checkpoint, load_official_probes, official_probe_meta
 from unisurg.bench.pixels import per_second_indices
+from unisurg.bench.protocols import protocol_config
 from unisurg.bench.samples import SampleRef
 from unisurg.config import load_config, to_dict
 
@@ -111,8 +112,6 @@ def load_official_for_predict(path: str | Path, device, head: int, heads: int, c
                               overrides: list[str] | None = None):
     """An official checkpoint's head ``head`` and a ``probe.json``-like record (clip protocol of ``protocol``
     with ``overrides``, e.g. ``clip.frames=16``)."""
-    from unisurg.bench.protocols import protocol_config
-
     probe = load_official_probes(path, heads=heads, indices=[head])
     clip = to_dict(protocol_config(protocol, overrides=overrides).clip)
     return probe.to(device).eval(), official_probe_meta(probe, clip, class_names, path, head)

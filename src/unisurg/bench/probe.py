@@ -36,6 +36,7 @@ from unisurg.bench.batched import (
     trunc_normal_per_probe_,
     vjepa2_rescale_,
 )
+from unisurg.bench.linear_probe import MultiLinearProbe
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,6 @@ def build_probe(spec: ProbeSpec, n_probes: int, seed: int = 0) -> nn.Module:
     if spec.kind == "dense":
         return MultiDenseDecoder(spec, n_probes, seed)
     if spec.kind == "linear":  # SurgRec's head: Linear on a LayerNorm of the mean token (unisurg.bench.linear_probe)
-        from unisurg.bench.linear_probe import MultiLinearProbe
-
         return MultiLinearProbe(spec, n_probes, seed)
     raise ValueError(f"probe kind {spec.kind!r}: use 'attentive', 'linear' or 'dense'")
 
