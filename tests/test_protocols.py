@@ -278,3 +278,21 @@ def test_grad_scaler_drives_the_batched_optimiser():
     scaler.step(ob)
     scaler.update()
     assert scaler.get_scale() == scale / 2 and all(torch.equal(p, q) for p, q in zip(b.parameters(), before))
+
+
+def test_the_default_protocol_is_the_defaults_and_keeps_a_config_files_values():
+    from unisurg.bench.config import BenchConfig
+    from unisurg.bench.protocols import UNISURG, protocol_config
+    from unisurg.config import to_dict
+
+    defaults = to_dict(BenchConfig())
+    for it in UNISURG.items:
+        for key, want in it.settings.items():
+            got = defaults
+            for part in key.split("."):
+                got = got[part]
+            assert got == want, key
+    cfg = protocol_config("unisurg", {"clip": {"augment": "paper"}, "features": {"online": True}})
+    assert cfg.clip.augment == "paper" and cfg.protocol == "unisurg"
+    sm = protocol_config("surgmotion", "tiny", ["clip.frames=4"])  # a protocol's items win over the preset,
+    assert sm.clip.field_of_view == "squash" and sm.clip.frames == 4  # the user's overrides over both

@@ -38,11 +38,15 @@ class Protocol:
     name: str
     summary: str
     items: tuple[ProtocolItem, ...]
+    # False for the default protocol: its items are BenchConfig's defaults, so a --config file's values are kept
+    apply: bool = True
 
     def overrides(self) -> list[str]:
-        """The items as ``key=value`` overrides (YAML values), in item order."""
+        """The items as ``key=value`` overrides (YAML values), in item order (none when ``apply`` is False)."""
         import yaml
 
+        if not self.apply:
+            return []
         out = []
         for it in self.items:
             for k, v in it.settings.items():
@@ -74,7 +78,7 @@ UNISURG = Protocol("unisurg", "our honest default: probe chosen on validation, b
     ProtocolItem("probe format", {"probe.kind": "attentive", "probe.cross_proj": True, "probe.eps": 1e-6,
                                   "probe.init": "unisurg"}, "ours",
                  "V-JEPA 2 probe with an output projection after the cross-attention, eps 1e-6"),
-))
+), apply=False)
 
 SURGMOTION = Protocol("surgmotion", f"the phase-probing protocol of {SM}'s released code (SPEC Sec. 9)", (
     ProtocolItem("metric convention", {"report.paper_selection_metric": "auto"}, "code",
