@@ -81,7 +81,10 @@ def test_surgrec_protocol_end_to_end(synth, tmp_path):
     assert cfg["probe"]["kind"] == "linear" and cfg["features"]["mode"] == "pooled"
     assert cfg["train"]["mixup_alpha"] == 0.8 and cfg["train"]["cutmix_alpha"] == 1.0
     assert cfg["train"]["label_smoothing"] == 0.1 and cfg["clip"]["test_temporal_views"] == 5
-    assert [(p["lr"], p["wd"]) for p in run["probes"]] == [(pytest.approx(5e-4 * 8 / 256), 0.05)]
+    # one head, every epoch a candidate (SurgRec keeps the best checkpoint)
+    assert [(p["lr"], p["wd"], p["epoch"]) for p in run["probes"]] == [(pytest.approx(5e-4 * 8 / 256), 0.05, 1),
+                                                                          (pytest.approx(5e-4 * 8 / 256), 0.05, 2)]
+    assert run["paper_style"]["epoch"] in (1, 2)
     assert run["paper_style"]["selection_metric"] == "accuracy" and run["honest"]["metrics"]["accuracy"]["value"] >= 0
     assert math.isfinite(run["probes"][0]["train_loss_last_epoch"][0])
     assert "Protocol surgrec" in (out / "table.md").read_text()
@@ -296,3 +299,19 @@ def test_the_default_protocol_is_the_defaults_and_keeps_a_config_files_values():
     assert cfg.clip.augment == "paper" and cfg.protocol == "unisurg"
     sm = protocol_config("surgmotion", "tiny", ["clip.frames=4"])  # a protocol's items win over the preset,
     assert sm.clip.field_of_view == "squash" and sm.clip.frames == 4  # the user's overrides over both
+
+
+def test_epoch_snapshots_are_the_probes_after_each_epoch(synth, tmp_path):
+    """The last epoch's candidates are exactly the probes a run without snapshots ends with."""
+    from unisurg.bench.runner import run_benchmark
+
+    base = [f"cache_dir={tmp_path / 'c'}", "report.bootstrap_n=20", "report.figures=false", "train.epochs=2"]
+    plain = run_benchmark([BB_A], "synthetic", synth, out=tmp_path / "a", config="tiny", overrides=base,
+                          log=lambda s: None)
+    snap = run_benchmark([BB_A], "synthetic", synth, out=tmp_path / "b", config="tiny",
+                         overrides=base + ["train.epoch_snapshots=true"], log=lambda s: None)
+    p, s = next(iter(plain["runs"].values()))["probes"], next(iter(snap["runs"].values()))["probes"]
+    assert len(s) == 2 * len(p) and [c["epoch"] for c in s] == [1] * len(p) + [2] * len(p)
+    for a, b in zip(p, s[len(p):]):
+        assert (a["lr"], a["wd"]) == (b["lr"], b["wd"]) and a["test"] == pytest.approx(b["test"], abs=1e-6)
+    assert any(a["test"] != b["test"] for a, b in zip(s[:len(p)], s[len(p):]))  # epoch 1 differs

@@ -144,6 +144,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_switch_prob: float = 0.5  # probability of cutmix rather than mixup when both alphas are on
+    # keep every epoch's probes as candidates (epochs x P), so a checkpoint (epoch) is chosen too: SurgRec keeps the
+    # best epoch on its validation set, test.csv for 14 of 16 datasets (unisurg.bench.snapshots)
+    epoch_snapshots: bool = False
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

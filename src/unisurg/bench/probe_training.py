@@ -55,7 +55,7 @@ def grad_scaler(device: torch.device, tc):
 
 def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData, cfg, device: torch.device, *,
                  encoder: Callable | None = None, progress: bool = False,
-                 log: Callable[[str], None] = print) -> TrainHistory:
+                 log: Callable[[str], None] = print, on_epoch: Callable[[int], None] | None = None) -> TrainHistory:
     """Train every probe of ``probe`` (a stacked module) on ``split``.
 
     ``inputs[i]`` is sample ``i``'s frozen features or, with ``encoder``, its uint8 pixels (the
@@ -116,6 +116,8 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
             running += per_probe.detach()
             step += 1
         hist.loss.append((running / steps_per_epoch).cpu().tolist())
+        if on_epoch is not None:
+            on_epoch(epoch)
         best = min(hist.loss[-1])
         log(f"  epoch {epoch + 1}/{tc.epochs}: mean training loss over probes "
             f"{float(np.mean(hist.loss[-1])):.4f} (best probe {best:.4f})")

@@ -51,6 +51,7 @@ from unisurg.bench.selection import (
     select_probe,
 )
 from unisurg.bench.protocols import protocol_split_scheme, write_protocol_record
+from unisurg.bench.snapshots import candidate_grid, snapshot, stack_probes
 from unisurg.bench.tasks import Task, make_task
 from unisurg.config import to_dict
 
@@ -334,8 +335,13 @@ def run_fold(prep: Prepared, fold: Fold, backbone, cfg: BenchConfig, device: tor
     probe.to(device)
     t0 = time.perf_counter()
     if not cfg.probe.official:
+        snaps: list = []
         hist = train_probes(probe, feats["train"], task, fold.splits["train"], cfg, device,
-                            encoder=encoder if cfg.features.online else None, progress=progress, log=log)
+                            encoder=encoder if cfg.features.online else None, progress=progress, log=log,
+                            on_epoch=(lambda e: snaps.append(snapshot(probe))) if cfg.train.epoch_snapshots else None)
+        if snaps:  # every epoch's probes are candidates, epoch-major
+            probe = stack_probes(snaps).to(device)
+            hist.loss.append([v for epoch_loss in hist.loss for v in epoch_loss])  # last row: per candidate
     timings["train_s"] = timings.get("train_s", 0.0) + hist.seconds
     timings["backbone_forwards"] = timings.get("backbone_forwards", 0) + encoder.forwards  # extraction + online training
     t0 = time.perf_counter()
@@ -448,7 +454,7 @@ def _figure_payload(prep: Prepared, task: Task, test: SplitData, out_sel: np.nda
 def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.device, out: Path | None, *,
                  label: str | None = None, progress: bool = False, log: Callable[[str], None] = print) -> dict:
     task = prep.task
-    grid = cfg.train.grid()
+    grid, cand_epochs = candidate_grid(cfg)
     timings: dict = {}
     frs = [run_fold(prep, f, backbone, cfg, device, progress=progress, log=log, timings=timings) for f in prep.folds]
     test = concat_splits([fr.fold.splits["test"] for fr in frs], "test")
@@ -470,7 +476,7 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
     paper_idx = best_index(paper_values, paper_higher)
     probes = []
     for p, (lr, wd) in enumerate(grid):
-        probes.append({"index": p, "lr": lr, "wd": wd,
+        probes.append({"index": p, "lr": lr, "wd": wd, **({"epoch": cand_epochs[p]} if cand_epochs else {}),
                        "val": [fr.val_metrics[p] for fr in frs] if len(frs) > 1 else frs[0].val_metrics[p],
                        "test": test_metrics[p], "train_loss_last_epoch": [fr.history["loss"][-1][p] for fr in frs]})
     sel = [fr.selected for fr in frs]
@@ -492,6 +498,7 @@ def run_backbone(prep: Prepared, backbone, cfg: BenchConfig, device: torch.devic
         "dataset_flags": prep.flags,
         "paper_style": {"label": PAPER_LABEL, "selection_metric": paper_key, "selected_on": "test",
                         "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
+                        **({"epoch": cand_epochs[paper_idx]} if cand_epochs else {}),
                         "metrics": _metrics_with_ci(test_by_probe[paper_idx], cfg),
                         "per_unit": _rows(test_by_probe[paper_idx])},
         "probes": probes,
