@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unisurg.datasets.surgrec import SURGREC_FOLDERS
 from unisurg.models import EncoderConfig, VideoViT, build_predictor, export_vjepa2, save_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "baselines"
@@ -296,6 +297,20 @@ def _c3vd(root: Path) -> Path:
     return root
 
 
+def _surgrec_folder(folder: str):
+    """A SurgRec split folder (``ROOT/splits/<folder>/``: train/test CSVs and a flat label map)."""
+
+    def build(root: Path) -> Path:
+        d = root / "splits" / folder
+        rows = [f"__DATA_ROOT__/{folder}/class a/video01_1.mp4 0", f"__DATA_ROOT__/{folder}/class b/video02_1.mp4 1"]
+        _write(d / "train.csv", "".join(r + "\n" for r in rows))
+        _write(d / "test.csv", rows[0] + "\n")
+        _write(d / "label_map.json", json.dumps({"class a": 0, "class b": 1}))
+        return root
+
+    return build
+
+
 # dataset name -> (builder, adapter keyword arguments)
 DATASET_EXAMPLES = {
     "cholec80": (_cholec80, {"strict": False}),
@@ -316,3 +331,5 @@ DATASET_EXAMPLES = {
     "polyp": (_polyp, {"strict": False}),
     "c3vd": (_c3vd, {"strict": False}),
 }
+DATASET_EXAMPLES.update({f"surgrec-{folder.lower()}": (_surgrec_folder(folder), {"strict": False})
+                         for folder in SURGREC_FOLDERS})

@@ -11,20 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BB_A, BB_B
+from conftest import bench_cli as cli
 from torch import nn
 
-from conftest import BB_A, BB_B, bench_cli as cli
-from unisurg.datasets import PhaseVideo
+import unisurg.evaluation.runner as runner
+from unisurg.backbones.registry import load_backbone
+from unisurg.data.decode import decode_video
 from unisurg.data.media_store import resample_folder_indices
 from unisurg.data.pixels import per_second_indices, spread_indices
+from unisurg.datasets import PhaseVideo, get_adapter
 from unisurg.evaluation.runner import BenchError, carve_validation, run_benchmark
+from unisurg.synth.generate import generate_dataset
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from unisurg.synth.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, n_videos=6, seconds=20, height=64, width=96, fps=5, seed=0, progress=False)
@@ -51,7 +55,6 @@ class CountingModel(nn.Module):
 
 
 def counted(spec: str):
-    from unisurg.backbones.registry import load_backbone
 
     bb = load_backbone(spec)
     bb.model = CountingModel(bb.model)
@@ -132,7 +135,7 @@ def test_bench_writes_results_tables_ribbons_and_probe(bench_out, synth):
     assert "honest (selected on validation)" in md and "paper-style (selected on test)" in md
     assert "| random-init tiny |" in md and "synthetic Acc" in md
     tex = (out / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"\multicolumn{3}{c}{synthetic}" in tex
+    assert r"\begin{tabular}" in tex and r"\multicolumn{5}{c}{synthetic}" in tex  # Acc, F1 and Jaccard (gt), F1 and Jaccard (gt_or_pred)
     assert (out / "figures" / "synthetic" / "ribbon_video06.png").stat().st_size > 1000
 
 
@@ -185,9 +188,6 @@ def test_feature_cache_reused_resumed_and_keyed_by_protocol(synth, tmp_path):
 
 def test_cached_features_equal_a_direct_backbone_forward(synth, tmp_path):
     """The cache holds exactly backbone(normalised centre-cropped clip); reference built by hand from the video."""
-    from unisurg.backbones.registry import load_backbone
-    from unisurg.datasets import get_adapter
-    from unisurg.data.decode import decode_video
 
     cache = tmp_path / "cache"
     run_benchmark([BB_A], "synthetic", synth, config="tiny", overrides=[f"cache_dir={cache}", "report.bootstrap_n=20"],
@@ -213,7 +213,6 @@ def test_cached_features_equal_a_direct_backbone_forward(synth, tmp_path):
 
 def test_selection_never_uses_test(synth, tmp_path, monkeypatch):
     """Rigged probe outputs: probe 1 is best on validation, probe 3 on test; honest must report probe 1."""
-    import unisurg.evaluation.runner as runner
 
     K = 7
 

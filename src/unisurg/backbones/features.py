@@ -39,8 +39,10 @@ from unisurg.data.pixels import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
+    crop_at,
     read_frames,
     resize_image,
+    squash,
     to_model_input,
 )
 from unisurg.data.ray_engine import RayOptions, check_engine, ray_actor_map
@@ -50,7 +52,8 @@ from unisurg.device import resolve_device
 from unisurg.models.integrity import sha256_file
 
 CACHE_VERSION = 1
-PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "frame_folder_fps", "norm", "jpeg_quality")
+PIXEL_FIELDS = ("frames", "res", "fps", "anchor", "short_side", "clip_fps", "frame_folder_fps", "norm", "jpeg_quality",
+                "field_of_view")  # sampling / views change the sample keys and indices  # positions / start change the sample indices, which key the cache already
 
 
 class FeatureCacheError(RuntimeError):
@@ -116,8 +119,13 @@ class ClipPixels:
     tubelet size; 1 for an image backbone).
     """
 
-    def __init__(self, store, ids: dict[str, str], res: int, image_frames: int = 1):
+    def __init__(self, store, ids: dict[str, str], res: int, image_frames: int = 1, squash_to: int | None = None):
         self.store, self.ids, self.res, self.image_frames = store, ids, res, image_frames
+        self.squash_to = squash_to  # clip.field_of_view=squash: frames resized to squash_to x squash_to first
+
+    def _frames(self, media: str, indices: np.ndarray) -> np.ndarray:
+        frames = read_frames(self.store, self.ids[media], indices)
+        return frames if self.squash_to is None else squash(frames, self.squash_to)
 
     def _image(self, ref: SampleRef) -> np.ndarray:
         img = resize_image(read_image(ref.media), self.res)
@@ -137,8 +145,12 @@ class ClipPixels:
             else:
                 allidx = np.concatenate([r.indices for r in run])
                 lo, hi = int(allidx.min()), int(allidx.max())
-                block = center_crop(read_frames(self.store, self.ids[run[0].media], np.arange(lo, hi + 1)), self.res)
-                out.extend(block[r.indices - lo] for r in run)
+                block = self._frames(run[0].media, np.arange(lo, hi + 1))
+                if all(r.crop == 0.5 for r in run):
+                    block = center_crop(block, self.res)
+                    out.extend(block[r.indices - lo] for r in run)
+                else:  # spatial test views
+                    out.extend(crop_at(block[r.indices - lo], self.res, r.crop) for r in run)
             i = j
         return np.stack(out)
 
@@ -148,8 +160,8 @@ class ClipPixels:
             img = read_image(ref.media)
             frames = np.repeat(img[None], self.image_frames, axis=0)
             return augment(frames) if augment else np.repeat(resize_image(img, self.res)[None], self.image_frames, 0)
-        frames = read_frames(self.store, self.ids[ref.media], ref.indices)
-        return augment(frames) if augment else np.ascontiguousarray(center_crop(frames, self.res))
+        frames = self._frames(ref.media, ref.indices)
+        return augment(frames) if augment else np.ascontiguousarray(crop_at(frames, self.res, ref.crop))
 
 
 class _Groups(Dataset):
@@ -442,3 +454,9 @@ class OnlineClips(Dataset):
         c = self.cfg.clip
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         return torch.from_numpy(self.pixels.one(self.split.refs[i], train_augment(c, rng)))
+
+
+def clip_pixels(store, ids: dict[str, str], cfg, image_frames: int = 1) -> ClipPixels:
+    """:class:`ClipPixels` with the clip protocol of ``cfg`` (crop size, field of view)."""
+    squash_to = cfg.clip.resize_short if cfg.clip.field_of_view == "squash" else None
+    return ClipPixels(store, ids, cfg.clip.res, image_frames, squash_to=squash_to)

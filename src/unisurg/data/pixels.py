@@ -34,18 +34,61 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def per_second_indices(second: int, n_frames: int, frames: int, fps: float = 1.0, anchor: str = "online") -> np.ndarray:
-    """Stored-frame indices ``[T]`` of the clip of labelled second ``second`` (see module docstring)."""
-    if n_frames < 1:
-        raise ValueError("per_second_indices: the video has no stored frame")
+def clip_window(second: int, frames: int, fps: float = 1.0, anchor: str = "online") -> np.ndarray:
+    """Unclipped stored-frame indices ``[T]`` of the clip of ``second`` (may be < 0 at the start)."""
     end = int(math.floor(second * fps + 1e-9))
     if anchor == "online":
-        idx = np.arange(end - frames + 1, end + 1)
-    elif anchor == "offline":
-        idx = np.arange(end - frames // 2, end - frames // 2 + frames)
-    else:
-        raise ValueError(f"clip.anchor={anchor!r}: use 'online' or 'offline'")
+        return np.arange(end - frames + 1, end + 1)
+    if anchor == "offline":
+        return np.arange(end - frames // 2, end - frames // 2 + frames)
+    raise ValueError(f"clip.anchor={anchor!r}: use 'online' or 'offline'")
+
+
+def surgmotion_positions(frames: int) -> np.ndarray:
+    """Positions within a ``T``-frame window that SurgMotion's loader reads (``src/datasets/video_surgical.py``,
+    a T-line clip file with frame_step 1): ``linspace(0, T-1, T-1).astype(int64)`` then the last index once
+    more to make ``T`` (for T = 64: 0..61, 63, 63; frame 62 is dropped, frame 63 repeated)."""
+    if frames < 2:
+        return np.zeros(frames, np.int64)
+    pos = np.linspace(0, frames - 1, frames - 1).astype(np.int64)
+    return np.concatenate([pos, [frames - 1]])
+
+
+def per_second_indices(second: int, n_frames: int, frames: int, fps: float = 1.0, anchor: str = "online",
+                       start: str = "first", positions: str = "consecutive") -> np.ndarray:
+    """Stored-frame indices ``[T]`` of the clip of labelled second ``second`` (see module docstring).
+
+    ``start``: how a clip reaching before the first frame is filled: ``"first"`` (ours: the first frame
+    repeated before the start), ``"last"`` (frames ``0..end`` then the last of them repeated, the reading of
+    SurgMotion's released clip lists that pad at the end), ``"skip"`` (such seconds get no clip, filtered by
+    the caller; here as ``"first"``). ``positions``: ``"consecutive"`` or ``"surgmotion"``
+    (:func:`surgmotion_positions` of the window)."""
+    if n_frames < 1:
+        raise ValueError("per_second_indices: the video has no stored frame")
+    idx = clip_window(second, frames, fps, anchor)
+    if start == "last" and idx[0] < 0:
+        real = idx[idx >= 0]
+        idx = np.concatenate([real, np.full(frames - real.size, real[-1] if real.size else 0)])
+    elif start not in ("first", "last", "skip"):
+        raise ValueError(f"clip.start={start!r}: use 'first', 'last' or 'skip'")
+    if positions == "surgmotion":
+        idx = idx[surgmotion_positions(frames)]
+    elif positions != "consecutive":
+        raise ValueError(f"clip.positions={positions!r}: use 'consecutive' or 'surgmotion'")
     return np.clip(idx, 0, n_frames - 1)
+
+
+def squash(frames: np.ndarray, size: int) -> np.ndarray:
+    """SurgMotion's field of view: every frame ``uint8 [..., H, W, 3]`` resized to ``size x size`` whatever its
+    aspect ratio (their loader squashes to 512x512, then resizes to 292 and centre-crops 256: a 16:9 frame keeps
+    87.7% of its width, squeezed; we squash the stored frame straight to the resize size, same field of view)."""
+    lead = frames.shape[:-3]
+    H, W = frames.shape[-3], frames.shape[-2]
+    if (H, W) == (size, size):
+        return frames
+    t = torch.from_numpy(np.ascontiguousarray(frames.reshape(-1, H, W, 3))).permute(0, 3, 1, 2).float()
+    out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy().reshape(*lead, size, size, 3)
 
 
 def spread_indices(lo: int, hi: int, frames: int) -> np.ndarray:
@@ -61,6 +104,29 @@ def read_frames(store: FrameStore, video_id: str, indices: np.ndarray) -> np.nda
     lo, hi = int(indices.min()), int(indices.max())
     block = decode_jpegs(store.read_jpegs(video_id, lo, hi - lo + 1))
     return block[indices - lo]
+
+
+def strided_indices(lo: int, hi: int, frames: int, rate: int, views: int = 1) -> list[np.ndarray]:
+    """VideoMAE's test sampling (SurgRec): ``T`` frames every ``rate`` stored frames from a window of ``T * rate``;
+    ``views`` windows evenly spaced over ``lo .. hi-1`` (one: the centred window), indices past the end repeat the
+    last frame."""
+    n = hi - lo
+    if n < 1:
+        raise ValueError(f"strided_indices: empty frame range {lo}..{hi}")
+    span = frames * rate
+    free = max(n - span, 0)
+    starts = [free // 2] if views == 1 else [int(free / (views - 1) * i) for i in range(views)]
+    return [lo + np.minimum(s + np.arange(0, span, rate), n - 1) for s in starts]
+
+
+def crop_at(frames: np.ndarray | torch.Tensor, res: int, pos: float = 0.5):
+    """``res x res`` crop of ``[..., H, W, 3]`` frames at relative position ``pos`` along both axes (0.5 = centre)."""
+    H, W = frames.shape[-3], frames.shape[-2]
+    if res > H or res > W:
+        raise StoreError(f"crop {res}x{res} larger than the stored frames ({H}x{W}); the frame store's short side "
+                         "must be >= clip.res (clip.short_side)")
+    y, x = int(pos * (H - res)), int(pos * (W - res))
+    return frames[..., y:y + res, x:x + res, :]
 
 
 def center_crop(frames: np.ndarray | torch.Tensor, res: int):

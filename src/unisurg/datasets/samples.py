@@ -19,12 +19,15 @@ class SampleRef:
         media: resolved path of the video file or frame folder (looked up in the frame store), or
             of the still image (dense tasks).
         indices: stored-frame indices ``int64 [T]`` of the clip; ``None`` for a still image.
+        crop: where the ``res x res`` crop sits along each axis, 0 = top/left, 0.5 = centre (default),
+            1 = bottom/right (the spatial test views of SurgRec's protocol).
     """
 
     key: str
     group: int
     media: str
     indices: np.ndarray | None = None
+    crop: float = 0.5
 
 
 @dataclass(eq=False)

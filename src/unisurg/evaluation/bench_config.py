@@ -27,6 +27,15 @@ class ClipConfig:
     clip_fps: float = 4.0  # frame-store rate for short-clip tasks (actions, skill): T frames spread over the clip
     frame_folder_fps: float | None = None  # rate of a dataset's frame folders; None = the record's fps_source (else 1)
     norm: Literal["backbone", "imagenet"] = "backbone"  # mean/std of the backbone, or ImageNet's
+    # field of view: "short_side" keeps the aspect ratio (a 16:9 frame shows 49% of its width at res 256);
+    # "squash" (SurgMotion) resizes each frame to a square of the resize size first (87.7% of the width, squeezed)
+    field_of_view: Literal["short_side", "squash"] = "short_side"
+    # which frames of the T-frame window: "consecutive", or "surgmotion" = their loader's linspace(0, T-1, T-1) + last
+    positions: Literal["consecutive", "surgmotion"] = "consecutive"
+    # a clip reaching before the first frame: "first" = repeat the first frame (ours), "last" = frames 0..t then the
+    # last repeated (SurgMotion's released clip lists), "skip" = no clip, the second is not scored (their historical
+    # data_process/process_csv_dense.py makes no clip before t = T - 1)
+    start: Literal["first", "last", "skip"] = "first"
     # training augmentation (needs features.online=true): none; rrc = random-resized crop; paper = the authors'
     # RandAugment + random-resized crop + random erasing (unisurg.data.augment)
     augment: Literal["none", "rrc", "paper"] = "none"
@@ -38,6 +47,12 @@ class ClipConfig:
     randaug_increasing: bool = True  # paper: timm's "inc1" op list (every op stronger with magnitude)
     erase_prob: float = 0.25  # paper: probability of one random-erasing rectangle per clip
     jpeg_quality: int = 90  # frame-store JPEG quality
+    # short-clip tasks: "spread" = T frames spread over the clip (ours); "stride" = T frames every sampling_rate stored
+    # frames from a centred window (VideoMAE / SurgRec), test_temporal_views windows evenly spaced at test
+    sampling: Literal["spread", "stride"] = "spread"
+    sampling_rate: int = 4
+    test_temporal_views: int = 1  # SurgRec: 5 windows per test clip
+    test_spatial_views: int = 1  # SurgRec: 3 crops along the long side (top/left, centre, bottom/right); softmax averaged
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -58,6 +73,8 @@ class ClipConfig:
             raise ValueError(f"clip.randaug_m={self.randaug_m} must be in [0, 10] (timm's magnitude scale)")
         if self.randaug_mstd < 0:
             raise ValueError(f"clip.randaug_mstd={self.randaug_mstd} must be >= 0")
+        if self.sampling_rate < 1 or self.test_temporal_views < 1 or self.test_spatial_views < 1:
+            raise ValueError("clip.sampling_rate, clip.test_temporal_views and clip.test_spatial_views must be >= 1")
         if not 0 <= self.erase_prob <= 1:
             raise ValueError(f"clip.erase_prob={self.erase_prob} must be a probability in [0, 1]")
 
@@ -77,10 +94,21 @@ class ProbeConfig:
     mlp_ratio: float = 4.0
     decoder_hidden: int = 256  # dense tasks: hidden width of the light decoder
     checkpoint: bool = False  # activation checkpointing of the self-attention blocks (memory at scale)
+    # the official V-JEPA 2 / SurgMotion probe: cross_proj=false, eps=1e-5, init=vjepa2 (unisurg.evaluation.official_probe)
+    cross_proj: bool = True  # output projection after the cross-attention (ours; the official probe has none)
+    eps: float = 1e-6  # LayerNorm eps of the probe (the official probe: torch's default 1e-5)
+    init: Literal["unisurg", "vjepa2"] = "unisurg"  # weight init and residual rescale (unisurg.evaluation.probe)
+    # evaluate the heads of an official checkpoint ({"classifiers": [state_dict, ...]}) instead of training probes;
+    # the heads take the places of train.lrs x train.wds (as many as the checkpoint has)
+    official: str | None = None
+    # "attentive" (V-JEPA 2's probe); "linear" = SurgRec's head: Linear on a LayerNorm of the mean-pooled tokens
+    kind: Literal["attentive", "linear"] = "attentive"
 
     def validate(self) -> None:
         if self.depth < 1 or self.heads < 1:
             raise ValueError("probe.depth and probe.heads must be >= 1")
+        if self.eps <= 0:
+            raise ValueError(f"probe.eps={self.eps} must be > 0")
 
 
 @dataclass
@@ -100,8 +128,27 @@ class ProbeTrainingConfig:
     selection_metric: str = "auto"  # "auto": accuracy (phase, clip), mAP (multi-label), mae (skill), dice, rmse
     val_fraction: float = 0.2  # validation carved from training videos when a dataset has none
     eval_batch_size: int = 8  # all P probes at once: activations P x B x N x width (mind GPU memory)
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # autocast on CUDA (ignored on CPU)
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 (SurgMotion) adds a GradScaler
     seed: int = 0
+    # "carve": a validation split is carved from training when the dataset has none (ours); "none": train on all
+    # training videos and keep no validation (SurgMotion's Cholec80 1-40): only the choice on test exists then
+    validation: Literal["carve", "none"] = "carve"
+    grid_order: Literal["lr_major", "wd_major"] = "lr_major"  # probe order of the lr x wd grid (SurgMotion: wd-major)
+    decay_all: bool = False  # weight decay on every probe parameter, biases and norms too (SurgMotion)
+    # "after": update k uses the schedule's factor at step k (the first update the full rate); "before": the
+    # scheduler is stepped before each update (SurgMotion), so update k uses the factor of step k + 1
+    schedule_step: Literal["after", "before"] = "after"
+    lr_batch_scaling: bool = False  # lr x batch_size / 256 (SurgRec / VideoMAE's linear scaling rule)
+    # class tasks: soft targets with label smoothing, mixup / cutmix of the training clips (SurgRec; needs
+    # features.online=true for mixing; unisurg.evaluation.mixing)
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5  # probability of cutmix rather than mixup when both alphas are on
+    # keep every epoch's probes as candidates (epochs x P), so a checkpoint (epoch) is chosen too: SurgRec keeps the
+    # best epoch on its validation set, test.csv for 14 of 16 datasets (unisurg.evaluation.snapshots)
+    epoch_snapshots: bool = False
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -114,10 +161,17 @@ class ProbeTrainingConfig:
             raise ValueError("train.betas takes two numbers [beta1, beta2]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"train.val_fraction={self.val_fraction} must be in [0, 1)")
+        if not 0 <= self.label_smoothing < 1 or self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("train.label_smoothing must be in [0, 1) and train.mixup_alpha / cutmix_alpha >= 0")
 
     def grid(self) -> list[tuple[float, float]]:
-        """The probes' (lr, wd) pairs, lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)])."""
-        return [(lr, wd) for lr in self.lrs for wd in self.wds]
+        """The probes' (lr, wd) pairs. lr-major: probe ``i`` = (lrs[i // len(wds)], wds[i % len(wds)]);
+        wd-major: probe ``i`` = (lrs[i % len(lrs)], wds[i // len(lrs)]). With ``lr_batch_scaling`` every lr is
+        multiplied by ``batch_size / 256``."""
+        scale = self.batch_size / 256 if self.lr_batch_scaling else 1.0
+        if self.grid_order == "wd_major":
+            return [(lr * scale, wd) for wd in self.wds for lr in self.lrs]
+        return [(lr * scale, wd) for lr in self.lrs for wd in self.wds]
 
 
 @dataclass
@@ -138,6 +192,13 @@ class ReportConfig:
     bootstrap_n: int = 1000
     bootstrap_seed: int = 42
     relaxed: Literal["none", "cholec80", "m2cai16"] = "none"  # phase metrics with the relaxed boundary
+    # "percentile": point = the statistic of the test set, 95% percentile CI (default_rng draws);
+    # "surgmotion": SurgMotion's evals/utils/bootstrap.py: RandomState(seed).choice draws, point = mean of the
+    # bootstrap means, "se" = their np.std (the bootstrap standard error), CI = 2.5/97.5 percentiles
+    bootstrap: Literal["percentile", "surgmotion"] = "percentile"
+    # metric by which the paper-style probe is chosen ON TEST (labelled so); "auto": the task's paper choice
+    # (macro-F1 under scikit-learn's label set for phase and clip tasks, as SurgMotion; else the honest key)
+    paper_selection_metric: str = "auto"
     figures: bool = True
     max_figures: int = 12  # ribbons / overlays per run
 
@@ -149,6 +210,8 @@ class BenchConfig:
     train: ProbeTrainingConfig = field(default_factory=ProbeTrainingConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    # the named protocol the config was resolved from (unisurg.evaluation.protocols); recorded in every run and table
+    protocol: str = "unisurg"
     cache_dir: str = "~/.cache/unisurg/bench"
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     ingest_workers: int = 1
@@ -157,6 +220,9 @@ class BenchConfig:
     lenient: bool = False
 
     def validate(self) -> None:
+        if (self.train.mixup_alpha > 0 or self.train.cutmix_alpha > 0) and not self.features.online:
+            raise ValueError("train.mixup_alpha / cutmix_alpha mix training clips before the frozen backbone: set "
+                             "features.online=true (cached features cannot be mixed as pixels)")
         if self.clip.augment != "none" and not self.features.online:
             raise ValueError("clip.augment needs features.online=true: cached features are computed once, "
                              "without augmentation (set features.online=true, or clip.augment=none)")

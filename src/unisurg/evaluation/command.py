@@ -27,12 +27,14 @@ from unisurg.data.ray_engine import (
 )
 from unisurg.data.store import StoreError
 from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
+from unisurg.evaluation.official_probe import OfficialProbeError
 from unisurg.evaluation.predict import (
     ProbeFormatError,
     ProbeMismatchError,
     embed_video,
     predict_video,
 )
+from unisurg.evaluation.protocols import explain, protocol_config
 from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
 from unisurg.evaluation.zero_shot import RESULTS_NAME, run_zero_shot
 from unisurg.models.strict_load import CheckpointError
@@ -63,11 +65,11 @@ def _intermixed(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _common_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", action="append", required=True, metavar="SPEC",
+def _common_data(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--backbone", action="append", required=required, metavar="SPEC",
                    help="backbone spec (repeat for several), e.g. random:tiny@0, unisurg:PATH, vjepa2:FILE.pt")
-    p.add_argument("--dataset", required=True, help="dataset adapter name (cholec80, m2cai16, synthetic, ...)")
-    p.add_argument("--root", required=True, type=Path, help="dataset root folder, as distributed")
+    p.add_argument("--dataset", required=required, help="dataset adapter name (cholec80, m2cai16, synthetic, ...)")
+    p.add_argument("--root", required=required, type=Path, help="dataset root folder, as distributed")
     p.add_argument("--split-scheme", default=None,
                    help="split scheme of the adapter (default: its default); JIGSAWS: loso / louo run all folds")
     p.add_argument("--config", default="paper", help=CONFIG_HELP)
@@ -85,11 +87,14 @@ def add_parser(subparsers) -> None:
                               description="Extract (or reuse) frozen features, train the lr x wd grid of probes, "
                                           "select on validation, report test metrics with bootstrap CIs; reruns "
                                           "into the same --out merge into one table.")
-    _common_data(p)
+    _common_data(p, required=False)  # checked in run_bench (not needed with --explain)
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
-    p.add_argument("--protocol", choices=("probe", "zero-shot"), default="probe",
-                   help="probe: attentive probing (default); zero-shot: classify the test split from text prompts "
-                        "with a vision-language backbone (surgvlp:FILE?tokenizer=DIR), no training")
+    p.add_argument("--protocol", default="unisurg",
+                   help="named protocol: unisurg (default, honest), surgmotion, surgrec (unisurg.evaluation.protocols), "
+                        "applied on top of --config, under the KEY=VALUE overrides; or zero-shot: classify the test "
+                        "split from text prompts with a vision-language backbone (surgvlp:FILE?tokenizer=DIR)")
+    p.add_argument("--explain", action="store_true",
+                   help="print the protocol's items with their source (paper / authors' code / ours) and exit")
     p.add_argument("--prompts", type=Path, default=None, help="zero-shot: file of prompts, one line per class")
     p.add_argument("--prompt-template", default=None, help="zero-shot: prompt of a class name, e.g. 'This is {}' "
                                                            "(default '{}': the name itself)")
@@ -103,7 +108,16 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
     p.add_argument("video", type=Path, help="video file (or folder of frames)")
     p.add_argument("--backbone", required=True, metavar="SPEC", help="the backbone the probe was trained on")
-    p.add_argument("--probe", required=True, type=Path, help="probe folder (probe.json + probe.safetensors)")
+    p.add_argument("--probe", required=True, type=Path,
+                   help="probe folder (probe.json + probe.safetensors), or an official V-JEPA 2 / SurgMotion checkpoint "
+                        "file {'classifiers': [...]} (.pt/.pth/.tar)")
+    p.add_argument("--head", type=int, default=0, help="official checkpoint: which classifier (default 0)")
+    p.add_argument("--heads", type=int, default=16, help="official checkpoint: attention heads of the probe (default 16)")
+    p.add_argument("--class-names", default=None, help="official checkpoint: comma-separated class names")
+    p.add_argument("--protocol", default="surgmotion",
+                   help="official checkpoint: the protocol whose clip settings to use (default surgmotion)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="official checkpoint: override a clip setting of the protocol, e.g. --set clip.frames=16")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to the video)")
     p.add_argument("--cache-dir", default="~/.cache/unisurg/bench", help="frame-store cache")
     p.add_argument("--device", default="auto")
@@ -126,8 +140,8 @@ def add_parser(subparsers) -> None:
 
 def _errors() -> tuple[type[BaseException], ...]:
     return (BackboneSpecError, AnnotationError, DatasetLayoutError, UnknownDatasetError, FeatureCacheError, MediaError,
-            ProbeFormatError, ProbeMismatchError, BenchError, ConfigError, StoreError, CheckpointError,
-            FileNotFoundError, UnpicklingError, RayUnavailableError)
+            ProbeFormatError, ProbeMismatchError, OfficialProbeError, BenchError, ConfigError, StoreError,
+            CheckpointError, FileNotFoundError, UnpicklingError, RayUnavailableError)
 
 
 def _lenient(a) -> list[str]:
@@ -147,6 +161,13 @@ def _guard(name: str, fn) -> int:
 
 def run_bench(a) -> int:
     def go():
+        if a.explain:
+            print(explain(a.protocol))
+            return 0
+        missing = [f"--{n}" for n in ("backbone", "dataset", "root") if not getattr(a, n)]
+        if missing:
+            print(f"unisurg bench: error: the following arguments are required: {', '.join(missing)}", file=sys.stderr)
+            return 2
         if a.protocol == "zero-shot":
             run_zero_shot(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
                           overrides=a.overrides, strict=not a.lenient, prompts_file=a.prompts,
@@ -155,10 +176,10 @@ def run_bench(a) -> int:
             return 0
         if a.prompts is not None or a.prompt_template is not None:
             raise BenchError("--prompts / --prompt-template only apply to --protocol zero-shot")
-
         check_output_folder(a.out, "--out")
-        run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=a.config,
-                      overrides=_lenient(a), strict=not a.lenient, progress=not a.quiet)
+        cfg = protocol_config(a.protocol, a.config, _lenient(a))
+        run_benchmark(a.backbone, a.dataset, a.root, split_scheme=a.split_scheme, out=a.out, config=cfg,
+                      strict=not a.lenient, progress=not a.quiet)
         print(f"results: {a.out / 'results.json'}; tables: {a.out / 'table.md'} (.csv, .tex); figures: {a.out / 'figures'}")
         return 0
 
@@ -181,8 +202,10 @@ def run_extract(a) -> int:
 def run_predict(a) -> int:
     def go():
         out = a.out or a.video.parent
+        names = [n.strip() for n in a.class_names.split(",")] if a.class_names else None
         res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
-                            batch_size=a.batch_size, progress=not a.quiet)
+                            batch_size=a.batch_size, progress=not a.quiet, head=a.head, heads=a.heads,
+                            class_names=names, protocol=a.protocol, overrides=a.set)
         print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
         return 0
 

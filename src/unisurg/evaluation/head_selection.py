@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from unisurg.evaluation.metrics import bootstrap_ci
+from unisurg.evaluation.metrics import bootstrap_ci, bootstrap_surgmotion
 from unisurg.evaluation.tasks import ScoreBlock
 
 HONEST_LABEL = "honest (selected on validation)"
@@ -52,12 +52,19 @@ def select_probe(val_metrics: list[dict[str, float]], key: str, higher_is_better
     return best_index([m[key] for m in val_metrics], higher_is_better)
 
 
-def confidence_intervals(blocks: list[ScoreBlock], n_resamples: int, seed: int) -> dict[str, dict]:
-    """Percentile-bootstrap 95% CIs over the blocks' units (videos / clips / trials / images).
+def confidence_intervals(blocks: list[ScoreBlock], n_resamples: int, seed: int,
+                         method: str = "percentile") -> dict[str, dict]:
+    """Bootstrap 95% CIs over the blocks' units (videos / clips / trials / images).
 
-    Returns ``{metric key: {"value", "ci_low", "ci_high", "n_units"}}``.
+    ``method="percentile"``: ``{metric key: {"value", "ci_low", "ci_high", "n_units"}}``, value = the
+    statistic of the test set. ``method="surgmotion"``: :func:`surgmotion_intervals` (value = mean of
+    the bootstrap means, plus ``"se"`` and ``"sample_value"``).
     """
 
+    if method == "surgmotion":
+        return surgmotion_intervals(blocks, n_resamples, seed)
+    if method != "percentile":
+        raise ValueError(f"report.bootstrap={method!r}: use 'percentile' or 'surgmotion'")
     out = {}
     for b in blocks:
         with warnings.catch_warnings():
@@ -76,5 +83,30 @@ def confidence_intervals(blocks: list[ScoreBlock], n_resamples: int, seed: int) 
         est, lo, hi = np.atleast_1d(est), np.atleast_1d(lo), np.atleast_1d(hi)
         for j, m in enumerate(b.names):
             out[b.key(m)] = {"value": float(b.metrics.get(m, est[j])), "ci_low": float(lo[j]), "ci_high": float(hi[j]),
+                             "n_units": n_units}
+    return out
+
+
+def surgmotion_intervals(blocks: list[ScoreBlock], n_resamples: int, seed: int) -> dict[str, dict]:
+    """SurgMotion's bootstrap of every metric (:func:`~unisurg.evaluation.metrics.bootstrap.bootstrap_surgmotion`):
+    ``{key: {"value" (mean of bootstrap means), "se", "ci_low", "ci_high", "sample_value", "n_units"}}``."""
+
+    out = {}
+    for b in blocks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if b.matrix is not None:
+                finite_rows = ~np.isnan(b.matrix).any(axis=1) if b.matrix.shape[0] else np.zeros(0, bool)
+                if not finite_rows.any():
+                    continue
+                r = bootstrap_surgmotion(b.matrix, n_resamples=n_resamples, seed=seed)
+                n_units = int(finite_rows.sum())
+            else:
+                r = bootstrap_surgmotion(b.units, statistic=b.statistic, n_resamples=n_resamples, seed=seed)
+                n_units = len(b.units)
+        r = {k: np.atleast_1d(v) for k, v in r.items()}
+        for j, m in enumerate(b.names):
+            out[b.key(m)] = {"value": float(r["mean"][j]), "se": float(r["se"][j]), "ci_low": float(r["ci_low"][j]),
+                             "ci_high": float(r["ci_high"][j]), "sample_value": float(b.metrics.get(m, r["sample"][j])),
                              "n_units": n_units}
     return out

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from unisurg.backbones.features import ClipPixels, Encoder, batch_groups
+from unisurg.backbones.features import ClipPixels, Encoder, batch_groups, clip_pixels
 from unisurg.backbones.registry import load_backbone
 from unisurg.data.media_store import build_store
 from unisurg.data.pixels import per_second_indices
@@ -31,7 +31,13 @@ from unisurg.datasets.samples import SampleRef
 from unisurg.device import resolve_device
 from unisurg.evaluation.bench_config import BenchConfig, ClipConfig, load_bench_config
 from unisurg.evaluation.figures import plot_ribbons
+from unisurg.evaluation.official_probe import (
+    is_official_checkpoint,
+    load_official_probes,
+    official_probe_meta,
+)
 from unisurg.evaluation.probe import ProbeSpec, build_probe
+from unisurg.evaluation.protocols import protocol_config
 from unisurg.models.integrity import check_finite, read_safetensors
 from unisurg.typed_config import load_config, to_dict
 
@@ -92,7 +98,9 @@ def per_second_refs(media: str, n_frames: int, clip: ClipConfig, stride_s: int =
     """One clip per ``stride_s`` seconds of a video of ``n_frames`` stored frames; returns (refs, seconds)."""
     n_seconds = int(math.floor((n_frames - 1) / clip.fps)) + 1
     seconds = np.arange(0, n_seconds, max(1, int(stride_s)))
-    refs = [SampleRef(f"t{t}", 0, media, per_second_indices(int(t), n_frames, clip.frames, clip.fps, clip.anchor))
+    refs = [SampleRef(f"t{t}", 0, media, per_second_indices(int(t), n_frames, clip.frames, clip.fps, clip.anchor,
+                                                            "first" if clip.start == "skip" else clip.start,
+                                                            clip.positions))
             for t in seconds]
     return refs, seconds
 
@@ -107,12 +115,27 @@ def _stream(encoder: Encoder, pixels: ClipPixels, refs: list[SampleRef], batch_s
     return np.concatenate(out)
 
 
+def load_official_for_predict(path: str | Path, device, head: int, heads: int, class_names, protocol: str,
+                              overrides: list[str] | None = None):
+    """An official checkpoint's head ``head`` and a ``probe.json``-like record (clip protocol of ``protocol``
+    with ``overrides``, e.g. ``clip.frames=16``)."""
+    probe = load_official_probes(path, heads=heads, indices=[head])
+    clip = to_dict(protocol_config(protocol, overrides=overrides).clip)
+    return probe.to(device).eval(), official_probe_meta(probe, clip, class_names, path, head)
+
+
 def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str | Path | None = None, *,
                   cache_dir: str = "~/.cache/unisurg/bench", device: str = "auto", batch_size: int = 8,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, head: int = 0, heads: int = 16, class_names: list[str] | None = None,
+                  protocol: str = "surgmotion", overrides: list[str] | None = None) -> dict:
     """Per-second predictions of a trained probe on ``video``; writes CSV, JSON and a ribbon PNG to ``out``.
 
     ``backbone``: a spec string or a loaded Backbone; its fingerprint must equal the probe's.
+    ``probe_dir``: a unisurg probe folder, or an official V-JEPA 2 / SurgMotion checkpoint file
+    (``{"classifiers": [...]}``; :mod:`unisurg.evaluation.official_probe`): then ``head`` picks the
+    classifier, ``heads`` is its number of attention heads, ``class_names`` name its outputs and the
+    clip protocol is ``protocol``'s with ``overrides`` (no fingerprint to check: the user vouches for
+    the backbone).
     Returns ``{"seconds", "labels", "label_names", "probabilities", "class_names", "files"}``.
     """
 
@@ -120,20 +143,25 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
     if not video.exists():
         raise FileNotFoundError(f"{video}: no such video file or frame folder")
     dev = resolve_device(device)
-    probe, meta = load_probe(probe_dir, dev)
+    official = is_official_checkpoint(probe_dir)
+    if official:
+        probe, meta = load_official_for_predict(probe_dir, dev, head, heads, class_names, protocol, overrides)
+    else:
+        probe, meta = load_probe(probe_dir, dev)
     if meta["task"] not in PER_SECOND_TASKS:
         raise ProbeMismatchError(f"probe {probe_dir} is a {meta['task']!r} probe; predict runs per-second probes "
                                  f"({', '.join(PER_SECOND_TASKS)})")
     bb = load_backbone(backbone, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else None) \
         if isinstance(backbone, str) else backbone
-    check_backbone(meta, bb, probe_dir)
+    if not official:
+        check_backbone(meta, bb, probe_dir)
     clip = load_config(ClipConfig, meta["clip"])
     cfg = load_bench_config("paper", [f"cache_dir={cache_dir}", f"features.mode={meta['features_mode']}"])
     cfg.clip = clip
     store, ids, key, n = _store_video(video, clip, cfg.cache_dir)
     refs, seconds = per_second_refs(key, n, clip)
     encoder = Encoder(bb, cfg, dev, mean=tuple(meta["norm"]["mean"]), std=tuple(meta["norm"]["std"]))
-    pixels = ClipPixels(store, ids, clip.res, 1)
+    pixels = clip_pixels(store, ids, cfg, 1)
     multilabel = meta["task"] == "triplet"
 
     @torch.no_grad()
@@ -191,7 +219,7 @@ def embed_video(video: str | Path, backbone, out: str | Path, *, config: BenchCo
     store, ids, key, n = _store_video(video, cfg.clip, cfg.cache_dir, cfg.ingest_workers)
     refs, seconds = per_second_refs(key, n, cfg.clip, stride_s)
     encoder = Encoder(bb, cfg, dev)
-    pixels = ClipPixels(store, ids, cfg.clip.res, 1)
+    pixels = clip_pixels(store, ids, cfg, 1)
     dtype = np.float16 if tokens else np.float32
     feats = _stream(encoder, pixels, refs, cfg.features.batch_size, lambda t: t.cpu().numpy().astype(dtype), progress)
     c = cfg.clip

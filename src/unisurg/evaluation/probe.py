@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisurg.evaluation.linear_probe import MultiLinearProbe
 from unisurg.evaluation.probe_layers import (
     MultiBlock,
     MultiCrossBlock,
@@ -34,6 +35,7 @@ from unisurg.evaluation.probe_layers import (
     depth_rescale_,
     per_probe_generators,
     trunc_normal_per_probe_,
+    vjepa2_rescale_,
 )
 
 
@@ -41,7 +43,7 @@ from unisurg.evaluation.probe_layers import (
 class ProbeSpec:
     """Everything needed to rebuild a probe (stored in ``probe.json``)."""
 
-    kind: str  # "attentive" | "dense"
+    kind: str  # "attentive" | "linear" | "dense"
     embed_dim: int  # D of the frozen tokens
     out_dim: int  # classes / targets / output channels
     width: int  # probe width (== embed_dim unless projected)
@@ -53,6 +55,10 @@ class ProbeSpec:
     grid: tuple[int, int, int] | None = None  # dense decoder: token grid (T', Hp, Wp)
     init_std: float = 0.02
     eps: float = 1e-6
+    # V-JEPA 2's AttentiveClassifier (the official probe format, unisurg.evaluation.official_probe): cross_proj=False,
+    # eps=1e-5, init="vjepa2" (trunc_normal std 0.02 cut at +-2 absolute, its residual rescale)
+    cross_proj: bool = True  # output projection after the cross-attention (ours); False = the official probe
+    init: str = "unisurg"  # "unisurg": cut at +-2 std, every residual projection / sqrt(2 l); "vjepa2": theirs
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -77,7 +83,9 @@ def build_probe(spec: ProbeSpec, n_probes: int, seed: int = 0) -> nn.Module:
         return MultiProbe(spec, n_probes, seed)
     if spec.kind == "dense":
         return MultiDenseDecoder(spec, n_probes, seed)
-    raise ValueError(f"probe kind {spec.kind!r}: use 'attentive' or 'dense'")
+    if spec.kind == "linear":  # SurgRec's head: Linear on a LayerNorm of the mean token (unisurg.evaluation.linear_probe)
+        return MultiLinearProbe(spec, n_probes, seed)
+    raise ValueError(f"probe kind {spec.kind!r}: use 'attentive', 'linear' or 'dense'")
 
 
 class _Stacked(nn.Module):
@@ -90,7 +98,8 @@ class _Stacked(nn.Module):
         gens = per_probe_generators(self.n_probes, seed)
         for name, m in self.named_modules():
             if isinstance(m, MultiLinear):
-                trunc_normal_per_probe_(m.weight, self.spec.init_std, gens)
+                trunc_normal_per_probe_(m.weight, self.spec.init_std, gens,
+                                        cut=2.0 if getattr(self.spec, "init", "unisurg") == "vjepa2" else None)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, MultiLayerNorm):
@@ -135,17 +144,22 @@ class MultiProbe(_Stacked):
         self.proj_in = MultiLinear(P, spec.embed_dim, W) if W != spec.embed_dim else None
         self.blocks = nn.ModuleList([MultiBlock(P, W, spec.heads, hidden, spec.eps) for _ in range(spec.depth - 1)])
         self.query = nn.Parameter(torch.zeros(P, 1, 1, W))  # [P, B=1, Q=1, W], broadcast over the batch
-        self.cross = MultiCrossBlock(P, W, spec.heads, hidden, spec.eps)
+        self.cross = MultiCrossBlock(P, W, spec.heads, hidden, spec.eps, proj=spec.cross_proj)
         self.head = MultiLinear(P, W, spec.out_dim)
+        if spec.init not in ("unisurg", "vjepa2"):
+            raise ValueError(f"probe init {spec.init!r}: use 'unisurg' or 'vjepa2'")
         self._init_weights(seed)
+        cut = 2 * spec.init_std if spec.init == "unisurg" else 2.0  # V-JEPA 2 truncates at +-2 absolute
         with torch.no_grad():
             gens = per_probe_generators(P, seed + 10_000)
             for p, g in enumerate(gens):
-                nn.init.trunc_normal_(self.query.data[p], std=spec.init_std, a=-2 * spec.init_std,
-                                      b=2 * spec.init_std, generator=g)
-        for i, blk in enumerate(self.blocks, start=1):
-            depth_rescale_(blk, i)
-        depth_rescale_(self.cross, len(self.blocks) + 1)
+                nn.init.trunc_normal_(self.query.data[p], std=spec.init_std, a=-cut, b=cut, generator=g)
+        if spec.init == "vjepa2":
+            vjepa2_rescale_(self.blocks, self.cross)
+        else:
+            for i, blk in enumerate(self.blocks, start=1):
+                depth_rescale_(blk, i)
+            depth_rescale_(self.cross, len(self.blocks) + 1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens``: probe-shared ``[B, N, D]`` (pooled ``[B, D]``, or per-probe ``[P, B, N, D]``) -> ``[P, B, out]``."""

@@ -25,11 +25,14 @@ def per_probe_generators(n_probes: int, seed: int) -> list[torch.Generator]:
 
 
 @torch.no_grad()
-def trunc_normal_per_probe_(weight: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
-    """Truncated normal (+-2 std) init of each probe's slice ``weight[p]`` from its own generator."""
+def trunc_normal_per_probe_(weight: torch.Tensor, std: float, generators: list[torch.Generator],
+                            cut: float | None = None) -> None:
+    """Truncated normal init of each probe's slice ``weight[p]`` from its own generator, cut at +-2 std
+    (``cut=None``) or at +-``cut`` absolute (V-JEPA 2's ``trunc_normal_(std=0.02)`` cuts at +-2: untruncated)."""
+    a = 2 * std if cut is None else cut
     for p, g in enumerate(generators):
         w = torch.empty(weight.shape[1:], dtype=torch.float32)
-        nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=g)
+        nn.init.trunc_normal_(w, std=std, a=-a, b=a, generator=g)
         weight[p].copy_(w)
 
 
@@ -129,21 +132,23 @@ class MultiSelfAttention(nn.Module):
 class MultiCrossAttention(nn.Module):
     """``P`` multi-head cross-attentions: queries ``[P, B, Q, W]`` attend to tokens ``[P, B, N, W]``."""
 
-    def __init__(self, n_probes: int, dim: int, n_heads: int, qkv_bias: bool = True):
+    def __init__(self, n_probes: int, dim: int, n_heads: int, qkv_bias: bool = True, proj: bool = True):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"probe width {dim} is not divisible by probe.heads={n_heads}")
         self.n_heads = n_heads
         self.q = MultiLinear(n_probes, dim, dim, bias=qkv_bias)
         self.kv = MultiLinear(n_probes, dim, 2 * dim, bias=qkv_bias)
-        self.proj = MultiLinear(n_probes, dim, dim)
+        # V-JEPA 2's CrossAttention has no output projection (its `self.proj` is commented out); proj=False is that
+        self.proj = MultiLinear(n_probes, dim, dim) if proj else None
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         P, B, Q, W = q.shape
         k, v = self.kv(x).split(W, dim=-1)
         out = F.scaled_dot_product_attention(_heads(self.q(q), self.n_heads), _heads(k, self.n_heads),
                                              _heads(v, self.n_heads))
-        return self.proj(_merge_heads(out, P))
+        out = _merge_heads(out, P)
+        return out if self.proj is None else self.proj(out)
 
 
 class MultiBlock(nn.Module):
@@ -168,10 +173,10 @@ class MultiCrossBlock(nn.Module):
     """``P`` cross-attention blocks (V-JEPA 2 attentive pooler): ``q + xattn(q, norm1(x))``, then
     ``q + mlp(norm2(q))``; the query itself is not normalised."""
 
-    def __init__(self, n_probes: int, dim: int, n_heads: int, mlp_hidden: int, eps: float = 1e-6):
+    def __init__(self, n_probes: int, dim: int, n_heads: int, mlp_hidden: int, eps: float = 1e-6, proj: bool = True):
         super().__init__()
         self.norm1 = MultiLayerNorm(n_probes, dim, eps)
-        self.xattn = MultiCrossAttention(n_probes, dim, n_heads)
+        self.xattn = MultiCrossAttention(n_probes, dim, n_heads, proj=proj)
         self.norm2 = MultiLayerNorm(n_probes, dim, eps)
         self.mlp = MultiMLP(n_probes, dim, mlp_hidden)
 
@@ -188,3 +193,16 @@ def depth_rescale_(block: nn.Module, layer_id: int) -> None:
                     block.mlp.fc2):
             if lin is not None:
                 lin.weight.div_(math.sqrt(2.0 * layer_id))
+
+
+def vjepa2_rescale_(self_blocks, cross_block: nn.Module) -> None:
+    """V-JEPA 2's ``AttentivePooler._rescale_blocks`` (SPEC Sec. 9): self-attention block ``l`` (from 1)
+    divides ``attn.proj`` and ``mlp.fc2`` by ``sqrt(2 l)``; the cross block divides only ``mlp.fc2``, by
+    ``sqrt(2 L)`` with ``L`` = the last self-attention block's index (1 when there is none)."""
+    with torch.no_grad():
+        last = 1
+        for i, blk in enumerate(self_blocks, start=1):
+            blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
+            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
+            last = i
+        cross_block.mlp.fc2.weight.div_(math.sqrt(2.0 * last))

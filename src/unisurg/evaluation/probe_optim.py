@@ -33,16 +33,17 @@ def cosine_factor(step: int, total: int, warmup: int = 0) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def decays(name: str, param: torch.Tensor) -> bool:
-    """Whether a stacked parameter ``[P, ...]`` gets weight decay (not biases, not per-probe vectors)."""
-    return not name.endswith("bias") and param.dim() - 1 > 1
+def decays(name: str, param: torch.Tensor, decay_all: bool = False) -> bool:
+    """Whether a stacked parameter ``[P, ...]`` gets weight decay (not biases, not per-probe vectors), or every
+    parameter with ``decay_all`` (SurgMotion's AdamW has one param group with all the probe's parameters)."""
+    return decay_all or (not name.endswith("bias") and param.dim() - 1 > 1)
 
 
 class BatchedAdamW:
     """AdamW over parameters stacked ``[P, ...]``, with ``lrs[p]`` and ``wds[p]`` for probe ``p``."""
 
     def __init__(self, module: nn.Module, lrs: Sequence[float], wds: Sequence[float],
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decay_all: bool = False):
         self.params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("BatchedAdamW: the module has no trainable parameter")
@@ -55,10 +56,15 @@ class BatchedAdamW:
         dev = self.params[0][1].device
         self.base_lr = torch.tensor(list(lrs), dtype=torch.float64, device=dev)
         self.wd = torch.tensor(list(wds), dtype=torch.float64, device=dev)
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps, self.decay_all = betas, eps, decay_all
         self.factor = 1.0
         self.t = 0
         self.state = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params}
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """One group of every parameter: what ``torch.amp.GradScaler.unscale_`` walks."""
+        return [{"params": [p for _, p in self.params]}]
 
     def set_factor(self, factor: float) -> None:
         """Scale every probe's learning rate by ``factor`` (the schedule) from the next step on."""
@@ -86,7 +92,7 @@ class BatchedAdamW:
             keep, step_size = per_dtype[p.dtype]
             m.lerp_(g, 1.0 - b1)
             v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            if decays(name, p):
+            if decays(name, p, self.decay_all):
                 p.mul_(keep.view(view))
             denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
             p.sub_(step_size.view(view) * m / denom)

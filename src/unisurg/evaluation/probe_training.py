@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from unisurg.datasets.samples import SplitData
+from unisurg.evaluation.mixing import BatchMixer, smooth_one_hot
 from unisurg.evaluation.probe_optim import BatchedAdamW, cosine_factor
 
 
@@ -41,13 +42,21 @@ class TrainHistory:
     seconds: float = 0.0
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+def _autocast(device: torch.device, amp: bool, dtype: str = "bfloat16"):
+    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp and device.type == "cuda")
+
+
+def grad_scaler(device: torch.device, tc):
+    """A ``GradScaler`` for float16 autocast on CUDA (SurgMotion: fp16 + GradScaler); None otherwise. One scaler
+    for all probes (SurgMotion keeps one per head: an overflow in one head skips only that head's step there)."""
+    if tc.amp and tc.amp_dtype == "float16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData, cfg, device: torch.device, *,
                  encoder: Callable | None = None, progress: bool = False,
-                 log: Callable[[str], None] = print) -> TrainHistory:
+                 log: Callable[[str], None] = print, on_epoch: Callable[[int], None] | None = None) -> TrainHistory:
     """Train every probe of ``probe`` (a stacked module) on ``split``.
 
     ``inputs[i]`` is sample ``i``'s frozen features or, with ``encoder``, its uint8 pixels (the
@@ -57,7 +66,15 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
     grid = tc.grid()
     if len(grid) != probe.n_probes:
         raise ValueError(f"{probe.n_probes} probes but {len(grid)} (lr, wd) pairs in train.lrs x train.wds")
-    opt = BatchedAdamW(probe, [g[0] for g in grid], [g[1] for g in grid], betas=tuple(tc.betas), eps=tc.eps)
+    opt = BatchedAdamW(probe, [g[0] for g in grid], [g[1] for g in grid], betas=tuple(tc.betas), eps=tc.eps,
+                       decay_all=tc.decay_all)
+    scaler = grad_scaler(device, tc)
+    soft = tc.label_smoothing > 0 or tc.mixup_alpha > 0 or tc.cutmix_alpha > 0
+    if soft and task.name not in ("phase", "clip"):
+        raise ValueError(f"train.label_smoothing / mixup / cutmix apply to class tasks (phase, clip), not {task.name}")
+    mixer = BatchMixer(tc.mixup_alpha, tc.cutmix_alpha, switch_prob=tc.mix_switch_prob, seed=tc.seed) \
+        if (tc.mixup_alpha > 0 or tc.cutmix_alpha > 0) else None
+    offset = 1 if tc.schedule_step == "before" else 0
     n = len(inputs)
     steps_per_epoch = math.ceil(n / tc.batch_size)
     total = steps_per_epoch * tc.epochs
@@ -77,18 +94,30 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
         running = torch.zeros(probe.n_probes, device=device)
         for x, y, _ in tqdm(loader, desc=f"probes epoch {epoch + 1}/{tc.epochs}", disable=not progress):
             x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if soft:
+                y = smooth_one_hot(y, task.out_dim, tc.label_smoothing)
+            if mixer is not None:
+                x, y = mixer(x, y, encoder.mean, encoder.std)
             if encoder is not None:
                 x = encoder(x)
-            opt.set_factor(cosine_factor(step, total, warmup))
-            with _autocast(device, tc.amp):
+            opt.set_factor(cosine_factor(step + offset, total, warmup))
+            with _autocast(device, tc.amp, tc.amp_dtype):
                 out = probe(x)
-            per_probe = task.loss(out, y.to(device, non_blocking=True))
+            per_probe = task.loss(out, y)
             opt.zero_grad()
-            per_probe.sum().backward()
-            opt.step()
+            if scaler is None:
+                per_probe.sum().backward()
+                opt.step()
+            else:
+                scaler.scale(per_probe.sum()).backward()
+                scaler.step(opt)
+                scaler.update()
             running += per_probe.detach()
             step += 1
         hist.loss.append((running / steps_per_epoch).cpu().tolist())
+        if on_epoch is not None:
+            on_epoch(epoch)
         best = min(hist.loss[-1])
         log(f"  epoch {epoch + 1}/{tc.epochs}: mean training loss over probes "
             f"{float(np.mean(hist.loss[-1])):.4f} (best probe {best:.4f})")
@@ -107,7 +136,7 @@ def collect_outputs(probe: torch.nn.Module, inputs: Dataset, task, split: SplitD
     parts = []
 
     for x, idx in tqdm(loader, desc=f"evaluate {split.name}", disable=not progress):
-        with _autocast(device, cfg.train.amp):
+        with _autocast(device, cfg.train.amp, cfg.train.amp_dtype):
             out = probe(x.to(device, non_blocking=True))
         parts.append(task.collect(out.float(), split, idx.numpy()))
     return np.concatenate(parts, axis=1)

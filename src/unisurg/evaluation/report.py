@@ -105,11 +105,39 @@ def _best(results, rows, col, selection) -> set[str]:
     return {b for b, v in vals.items() if v == target}
 
 
+def provenance(results: dict, selection: str) -> str:
+    """One line naming what produced a table: protocol(s), how the probe was chosen (and on which split),
+    the bootstrap, and the metric conventions of the columns."""
+    runs = list(results.get("runs", {}).values())
+    protocols = sorted({r.get("config", {}).get("protocol", "unisurg") for r in runs})
+    if selection == "paper_style":
+        keys = sorted({r["paper_style"].get("selection_metric", r.get("selection_metric", "?")) for r in runs})
+        chosen = f"chosen ON TEST by {', '.join(keys)}"
+    else:
+        keys = sorted({r.get("selection_metric", "?") for r in runs})
+        chosen = f"chosen on validation by {', '.join(keys)}"
+    boots = sorted({r.get("bootstrap", "percentile") for r in runs})
+    boot = {"percentile": "value = test-set statistic, percentile 95% CI",
+            "surgmotion": "value = mean of bootstrap means (SurgMotion), 95% percentile CI"}
+    conv = {}
+    for r in runs:
+        conv.update(r.get("metric_conventions", {}))
+    text = f"Protocol {', '.join(protocols)}; probe {chosen}; bootstrap {', '.join(boot.get(b, b) for b in boots)}."
+    if conv:
+        text += " Macro conventions: " + "; ".join(f"({k}) {v}" for k, v in conv.items()) + "."
+    flagged = [f"{r['dataset']}: {r['dataset_flags']['val_is_test']}" for r in runs
+               if r.get("dataset_flags", {}).get("val_is_test")]
+    if flagged:
+        text += " WARNING val == test: " + "; ".join(sorted(set(flagged))) + "."
+    return text
+
+
 def markdown(results: dict) -> str:
     cols, rows = table_columns(results), table_rows(results)
     parts = []
     for sel, label in SELECTIONS:
         parts.append(f"### Probe {label}\n")
+        parts.append(provenance(results, sel) + "\n")
         parts.append("Values with bootstrap 95% CI over test units (videos/clips/trials/images); "
                      "percent for fractions; best of each column in bold.\n")
         head = ["Model"] + [f"{c.group} {c.label}" for c in cols]
@@ -138,7 +166,7 @@ def csv_text(results: dict) -> str:
     for c in cols:
         name = f"{c.group} {c.label}"
         head += [name, f"{name} ci_low", f"{name} ci_high"]
-    w.writerow(head)
+    w.writerow(head + ["provenance"])
     for sel, label in SELECTIONS:
         for b in rows:
             line = [b, label]
@@ -148,7 +176,7 @@ def csv_text(results: dict) -> str:
                     line += ["", "", ""]
                 else:
                     line += [fmt(v["value"], c.percent), fmt(v["ci_low"], c.percent), fmt(v["ci_high"], c.percent)]
-            w.writerow(line)
+            w.writerow(line + [provenance(results, sel)])
     return buf.getvalue()
 
 
@@ -167,7 +195,7 @@ def latex(results: dict) -> str:
         out.append(r"\begin{table}[t]")
         out.append(r"\centering\small")
         out.append(r"\caption{" + _tex_escape(f"Attentive probing, probe {label}. Mean over test units with "
-                                             "bootstrap 95% CI.") + "}")
+                                             "bootstrap 95% CI. " + provenance(results, sel)) + "}")
         out.append(r"\begin{tabular}{l" + "c" * len(cols) + "}")
         out.append(r"\toprule")
         groups: list[tuple[str, int]] = []

@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 
 from unisurg.atomic_files import atomic_path, write_atomic, write_json_atomic
 from unisurg.backbones.features import (
-    ClipPixels,
     Encoder,
     InMemoryFeatures,
     OnlineClips,
+    clip_pixels,
     extract_split,
     feature_dir,
     norm_stats,
@@ -56,13 +56,30 @@ from unisurg.evaluation.head_selection import (
     flat_metrics,
     select_probe,
 )
+from unisurg.evaluation.official_probe import official_heads
 from unisurg.evaluation.probe import ProbeSpec, build_probe
-from unisurg.evaluation.probe_training import collect_outputs, train_probes
+from unisurg.evaluation.probe_training import (
+    TrainHistory,
+    collect_outputs,
+    train_probes,
+)
+from unisurg.evaluation.protocols import protocol_split_scheme, write_protocol_record
 from unisurg.evaluation.report import write_tables
+from unisurg.evaluation.snapshots import candidate_grid, snapshot, stack_probes
 from unisurg.evaluation.tasks import Task, make_task
 from unisurg.typed_config import to_dict
 
 RESULTS_NAME = "results.json"
+NO_VALIDATION = "none (train.validation=none: all training items train, no validation split)"
+NO_HONEST_LABEL = "none: no validation split, so no probe chosen on validation (see the paper-style table)"
+
+# how the macro averages of a task's metrics are taken (the tables name them; SPEC Sec. 9)
+METRIC_CONVENTIONS = {
+    "phase": {"gt": "per video, macro over the phases in the ground truth (ours; keys f1, jaccard, precision, recall)",
+              "gt_or_pred": "per video, macro over the phases in the ground truth or the predictions, scikit-learn's "
+                            "default label set, zero_division=0 (SurgMotion; keys *_gt_or_pred)"},
+    "clip": {"gt_or_pred": "macro over the classes in the ground truth or the predictions (scikit-learn's default)"},
+}
 
 
 class BenchError(RuntimeError):
@@ -91,6 +108,7 @@ class PreparedDataset:
     store: object | None
     ids: dict[str, str]
     repairs: list = field(default_factory=list)  # Repair entries of a lenient load
+    flags: dict = field(default_factory=dict)  # quirks of the dataset's split files (e.g. val_is_test), recorded
 
 
 def slug(text: str) -> str:
@@ -156,6 +174,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
         repairs = list(adapter.repairs.entries) if adapter.repairs is not None else []
         for r in repairs:
             log(f"annotation repair (lenient): {r}")
+        flags = dict(getattr(adapter, "flags", {}))
         class_names = tuple(adapter.class_names)
         task_name = adapter.task
         scheme = split_scheme or adapter.split_scheme
@@ -164,6 +183,7 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
             raise BenchError("prepare(splits=...) needs class_names and task_name")
         raw_folds = [(split_scheme or "custom", splits)]
         scheme = split_scheme or "custom"
+        flags = {}
     all_records = [r for _, f in raw_folds for s in ("train", "val", "test") for r in f.get(s, [])]
     if not all_records:
         raise BenchError(f"{dataset}: no record found under {root}")
@@ -176,7 +196,10 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
                 continue
             raise BenchError(f"{dataset} (split scheme {name}): the test split is empty; pick a split scheme with a "
                              f"test split (e.g. the default)")
-        recs, source = carve_validation(recs, cfg.train.val_fraction, task.name)
+        if cfg.train.validation == "none":  # SurgMotion: every training video trains; no validation split
+            recs, source = dict(recs, val=[]), NO_VALIDATION
+        else:
+            recs, source = carve_validation(recs, cfg.train.val_fraction, task.name)
         folds.append(EvalFold(name, recs, source))
     if not folds:
         raise BenchError(f"{dataset}: no fold of split scheme {split_scheme} has a test item under {root}")
@@ -190,12 +213,12 @@ def prepare(dataset: str, root, split_scheme: str | None, cfg: BenchConfig, *, s
     for f in folds:
         for s in ("train", "val", "test"):
             f.splits[s] = task.build_split(s, f.records[s], store, ids)
-            if len(f.splits[s]) == 0:
+            if len(f.splits[s]) == 0 and not (s == "val" and f.val_source == NO_VALIDATION):
                 raise BenchError(f"{dataset} fold {f.name}: split {s!r} has no labelled sample")
         past = sum(i.get("past_end", 0) for s in f.splits.values() for i in s.group_info)
         if past:
             log(f"note: {past} labelled seconds lie past the end of their decoded video; they use the last frame")
-    return PreparedDataset(dataset, scheme, task, class_names, folds, store, ids, repairs)
+    return PreparedDataset(dataset, scheme, task, class_names, folds, store, ids, repairs, flags)
 
 
 # -- features ---------------------------------------------------------------------------------
@@ -223,12 +246,15 @@ def split_features(prep: PreparedDataset, fold: EvalFold, backbone, encoder: Enc
     grid = check_protocol(prep.task, backbone, cfg)
     per_sample = backbone.embed_dim * {"pooled": 1, "time": grid[0]}.get(cfg.features.mode, int(np.prod(grid)))
     per_sample *= 2 if cfg.features.dtype == "float16" else 4
-    pixels = ClipPixels(prep.store, prep.ids, cfg.clip.res, image_frames(backbone))
+    pixels = clip_pixels(prep.store, prep.ids, cfg, image_frames(backbone))
     meta = {"backbone": {"spec": backbone.spec, "name": backbone.name, "fingerprint": backbone.fingerprint},
             "protocol": protocol_dict(cfg, prep.task.name), "dataset": prep.dataset, "split_scheme": fold.name}
     out = {}
     for s in ("train", "val", "test"):
         split = fold.splits[s]
+        if len(split) == 0:  # no validation split (train.validation=none)
+            out[s] = None
+            continue
         if s == "train" and cfg.features.online:
             out[s] = OnlineClips(pixels, split, cfg, seed=cfg.train.seed)
         elif cfg.features.cache:
@@ -262,8 +288,11 @@ def probe_spec(task: Task, backbone, cfg: BenchConfig, tokens_shape: tuple[int, 
         return ProbeSpec("dense", D, task.out_dim, D, hidden=cfg.probe.decoder_hidden,
                          patch_size=int(backbone.patch_size), grid=tuple(int(g) for g in grid))
     width = cfg.probe.width or D
+    if cfg.probe.kind == "linear":
+        return ProbeSpec("linear", D, task.out_dim, D)
     return ProbeSpec("attentive", D, task.out_dim, width, depth=cfg.probe.depth, heads=cfg.probe.heads,
-                     mlp_ratio=cfg.probe.mlp_ratio)
+                     mlp_ratio=cfg.probe.mlp_ratio, eps=cfg.probe.eps, cross_proj=cfg.probe.cross_proj,
+                     init=cfg.probe.init)
 
 
 def concat_splits(parts: list[SplitData], name: str) -> SplitData:
@@ -303,29 +332,47 @@ def run_fold(prep: PreparedDataset, fold: EvalFold, backbone, cfg: BenchConfig, 
     timings["features_s"] = timings.get("features_s", 0.0) + time.perf_counter() - t0
     task.fit(fold.splits["train"])
     shape = token_shape(feats)
-    spec = probe_spec(task, backbone, cfg, shape)
-    probe = build_probe(spec, len(cfg.train.grid()), seed=cfg.train.seed)
+    if cfg.probe.official:  # evaluate the heads of an official checkpoint: no training
+        probe = official_heads(cfg.probe.official, cfg.probe.heads, len(cfg.train.grid()), int(shape[-1]), task.out_dim)
+        spec = probe.spec
+        hist = TrainHistory(loss=[[float("nan")] * probe.n_probes])
+        log(f"  {probe.n_probes} heads of the official checkpoint {cfg.probe.official} (not trained here)")
+    else:
+        spec = probe_spec(task, backbone, cfg, shape)
+        probe = build_probe(spec, len(cfg.train.grid()), seed=cfg.train.seed)
     if spec.kind == "attentive":
         probe.checkpoint = cfg.probe.checkpoint
     probe.to(device)
     t0 = time.perf_counter()
-    hist = train_probes(probe, feats["train"], task, fold.splits["train"], cfg, device,
-                        encoder=encoder if cfg.features.online else None, progress=progress, log=log)
+    if not cfg.probe.official:
+        snaps: list = []
+        hist = train_probes(probe, feats["train"], task, fold.splits["train"], cfg, device,
+                            encoder=encoder if cfg.features.online else None, progress=progress, log=log,
+                            on_epoch=(lambda e: snaps.append(snapshot(probe))) if cfg.train.epoch_snapshots else None)
+        if snaps:  # every epoch's probes are candidates, epoch-major
+            probe = stack_probes(snaps).to(device)
+            hist.loss.append([v for epoch_loss in hist.loss for v in epoch_loss])  # last row: per candidate
     timings["train_s"] = timings.get("train_s", 0.0) + hist.seconds
     timings["backbone_forwards"] = timings.get("backbone_forwards", 0) + encoder.forwards  # extraction + online training
     t0 = time.perf_counter()
-    val_out = collect_outputs(probe, feats["val"], task, fold.splits["val"], cfg, device, progress=progress)
     test_out = collect_outputs(probe, feats["test"], task, fold.splits["test"], cfg, device, progress=progress)
+    if feats["val"] is None:  # no validation: the probe kept is the one the authors keep, chosen on test
+        val_metrics = [{} for _ in range(probe.n_probes)]
+        pkey, phigher = task.paper_select_key()
+        sel = best_index([flat_metrics(task.score(fold.splits["test"], test_out[p])).get(pkey, float("nan"))
+                          for p in range(probe.n_probes)], phigher)
+    else:
+        val_out = collect_outputs(probe, feats["val"], task, fold.splits["val"], cfg, device, progress=progress)
+        val_metrics = [flat_metrics(task.score(fold.splits["val"], val_out[p])) for p in range(probe.n_probes)]
+        key, higher = task.select_key()
+        sel = select_probe(val_metrics, key, higher)
     timings["eval_s"] = timings.get("eval_s", 0.0) + time.perf_counter() - t0
-    val_metrics = [flat_metrics(task.score(fold.splits["val"], val_out[p])) for p in range(probe.n_probes)]
-    key, higher = task.select_key()
-    sel = select_probe(val_metrics, key, higher)
     return FoldResult(fold, probe, spec, val_metrics, test_out, sel, task.state_json(),
                       {"loss": hist.loss, "steps": hist.steps}, feats["test"])
 
 
 def _metrics_with_ci(blocks, cfg: BenchConfig) -> dict:
-    return confidence_intervals(blocks, cfg.report.bootstrap_n, cfg.report.bootstrap_seed)
+    return confidence_intervals(blocks, cfg.report.bootstrap_n, cfg.report.bootstrap_seed, cfg.report.bootstrap)
 
 
 def _rows(blocks) -> list[dict]:
@@ -337,7 +384,9 @@ def probe_json(prep: PreparedDataset, fr: FoldResult, backbone, cfg: BenchConfig
         "format": "unisurg-probe", "version": 1, "task": prep.task.name, "dataset": prep.dataset,
         "split_scheme": fr.fold.name, "class_names": list(prep.class_names), "probe": fr.spec.to_json(),
         "lr": lr, "wd": wd, "probe_index": fr.selected,
-        "selection": {"metric": prep.task.select_key()[0], "on": "val", "val_source": fr.fold.val_source},
+        "selection": {"metric": prep.task.select_key()[0], "on": "val", "val_source": fr.fold.val_source}
+        if fr.fold.val_source != NO_VALIDATION else
+        {"metric": prep.task.paper_select_key()[0], "on": "test", "val_source": NO_VALIDATION},
         "backbone": {"spec": backbone.spec, "name": backbone.name, "fingerprint": backbone.fingerprint,
                      "embed_dim": backbone.embed_dim, "kind": backbone.kind, "patch_size": backbone.patch_size,
                      "tubelet_size": backbone.tubelet_size},
@@ -396,7 +445,7 @@ def _figure_payload(prep: PreparedDataset, task: Task, test: SplitData, out_sel:
 def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torch.device, out: Path | None, *,
                  label: str | None = None, progress: bool = False, log: Callable[[str], None] = print) -> dict:
     task = prep.task
-    grid = cfg.train.grid()
+    grid, cand_epochs = candidate_grid(cfg)
     timings: dict = {}
     frs = [run_fold(prep, f, backbone, cfg, device, progress=progress, log=log, timings=timings) for f in prep.folds]
     test = concat_splits([fr.fold.splits["test"] for fr in frs], "test")
@@ -408,13 +457,21 @@ def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torc
     P = len(grid)
     test_by_probe = [task.score(test, np.concatenate([fr.test_out[p] for fr in frs], axis=0)) for p in range(P)]
     test_metrics = [flat_metrics(b) for b in test_by_probe]
-    paper_idx = best_index([m.get(key, float("nan")) for m in test_metrics], higher)
+    paper_key, paper_higher = task.paper_select_key()
+    if paper_key not in test_metrics[0]:
+        raise BenchError(f"report.paper_selection_metric={paper_key!r} is not among the metrics "
+                         f"{sorted(test_metrics[0])}")
+    paper_values = [m[paper_key] for m in test_metrics]
+    if cfg.report.bootstrap == "surgmotion":  # the release ranks heads by the bootstrap mean it prints
+        paper_values = [_metrics_with_ci(b, cfg)[paper_key]["value"] for b in test_by_probe]
+    paper_idx = best_index(paper_values, paper_higher)
     probes = []
     for p, (lr, wd) in enumerate(grid):
-        probes.append({"index": p, "lr": lr, "wd": wd,
+        probes.append({"index": p, "lr": lr, "wd": wd, **({"epoch": cand_epochs[p]} if cand_epochs else {}),
                        "val": [fr.val_metrics[p] for fr in frs] if len(frs) > 1 else frs[0].val_metrics[p],
                        "test": test_metrics[p], "train_loss_last_epoch": [fr.history["loss"][-1][p] for fr in frs]})
     sel = [fr.selected for fr in frs]
+    no_val = any(fr.fold.val_source == NO_VALIDATION for fr in frs)
     run = {
         "dataset": prep.dataset, "split_scheme": prep.split_scheme, "task": task.name,
         "class_names": list(prep.class_names),
@@ -426,8 +483,13 @@ def run_backbone(prep: PreparedDataset, backbone, cfg: BenchConfig, device: torc
                    "n_units": {s: len(fr.fold.splits[s].groups) for s in ("train", "val", "test")}} for fr in frs],
         "selection_metric": key, "higher_is_better": higher,
         "honest": {"label": HONEST_LABEL, "probe_index": sel if len(sel) > 1 else sel[0],
-                   "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)},
-        "paper_style": {"label": PAPER_LABEL, "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
+                   "metrics": _metrics_with_ci(honest_blocks, cfg), "per_unit": _rows(honest_blocks)}
+        if not no_val else {"label": NO_HONEST_LABEL, "probe_index": None, "metrics": {}, "per_unit": []},
+        "metric_conventions": METRIC_CONVENTIONS.get(task.name, {}), "bootstrap": cfg.report.bootstrap,
+        "dataset_flags": prep.flags,
+        "paper_style": {"label": PAPER_LABEL, "selection_metric": paper_key, "selected_on": "test",
+                        "probe_index": paper_idx, "lr": grid[paper_idx][0], "wd": grid[paper_idx][1],
+                        **({"epoch": cand_epochs[paper_idx]} if cand_epochs else {}),
                         "metrics": _metrics_with_ci(test_by_probe[paper_idx], cfg),
                         "per_unit": _rows(test_by_probe[paper_idx])},
         "probes": probes,
@@ -493,6 +555,7 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
         raise BenchError("pass overrides with a config name/dict/file, not with a BenchConfig object")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.train.seed)
+    split_scheme = split_scheme or protocol_split_scheme(cfg.protocol, dataset)
     prep = prepare(dataset, root, split_scheme, cfg, strict=strict, splits=splits, class_names=class_names,
                    task_name=task_name, progress=progress, log=log)
     out_dir = Path(out) if out is not None else None
@@ -512,6 +575,8 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
             write_json_atomic(out_dir / RESULTS_NAME, results)
 
             write_tables(results, out_dir)
+    if out_dir is not None:
+        write_protocol_record(cfg, out_dir)
     if out_dir is not None and cfg.report.figures:
         write_figures(results, out_dir, dataset, max_items=cfg.report.max_figures)
     return results
@@ -541,7 +606,7 @@ def extract_features(backbones: list, dataset: str, root=None, *, split_scheme: 
             if isinstance(spec, str) else spec
         check_protocol(prep.task, bb, cfg)
         encoder = Encoder(bb, cfg, device)
-        pixels = ClipPixels(prep.store, prep.ids, cfg.clip.res, image_frames(bb))
+        pixels = clip_pixels(prep.store, prep.ids, cfg, image_frames(bb))
         folders = {}
         for fold in prep.folds:
             meta = {"backbone": {"spec": bb.spec, "name": bb.name, "fingerprint": bb.fingerprint},

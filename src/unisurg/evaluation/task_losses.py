@@ -51,6 +51,13 @@ def multi_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torc
     return per / weight[target].sum().clamp_min(1e-12)
 
 
+def multi_soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-probe cross-entropy with soft targets, ``[P]``: ``mean_i -sum_k t_ik log softmax(x_i)_k`` (timm's
+    ``SoftTargetCrossEntropy``); ``logits [P, B, K]``, ``target [B, K]`` (rows summing to 1). No class weights."""
+    x = _full(logits)
+    return -(target.to(x.dtype).unsqueeze(0) * F.log_softmax(x, dim=-1)).sum(-1).mean(-1)
+
+
 def multi_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-probe multi-label binary cross-entropy (mean over samples and classes), ``[P]``."""
     x = _full(logits)

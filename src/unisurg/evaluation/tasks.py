@@ -29,7 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unisurg.data.pixels import per_second_indices, resize_image, spread_indices
+from unisurg.data.pixels import (
+    clip_window,
+    per_second_indices,
+    resize_image,
+    spread_indices,
+    strided_indices,
+)
 from unisurg.datasets import read_depth_mm, read_mask
 from unisurg.datasets.samples import SampleRef, SplitData
 from unisurg.evaluation import task_losses as losses
@@ -43,6 +49,8 @@ from unisurg.evaluation.metrics import (
     spearman,
     triplet_metrics,
 )
+
+PER_PHASE_NAMES = ("precision", "recall", "f1", "jaccard")  # metrics whose macro average depends on the label set
 
 
 @dataclass
@@ -120,6 +128,15 @@ class Task:
     def score(self, split: SplitData, collected: np.ndarray) -> list[ScoreBlock]:
         raise NotImplementedError
 
+    def paper_select_key(self) -> tuple[str, bool]:
+        """(metric key the authors' release keeps the best head by, on test; higher is better):
+        ``report.paper_selection_metric``, or the task's ``paper_selection_metric`` (macro-F1 where
+        the release uses it), else the honest selection key."""
+        key = self.cfg.report.paper_selection_metric
+        if key == "auto":
+            key = getattr(self, "paper_selection_metric", "") or self.select_key()[0]
+        return key, key.split(":")[-1] not in {"mae", "rmse", "abs_rel", "sq_rel"}
+
     def select_key(self) -> tuple[str, bool]:
         """(metric key used to select a probe, higher is better)."""
         key = self.cfg.train.selection_metric
@@ -155,9 +172,12 @@ class _PerSecond(Task):
             vid, n = _store_frames(store, ids, rec.frames)
             media = str(Path(rec.frames).resolve())
             seconds = self._labelled(rec)
+            if c.start == "skip":  # no clip reaching before the first frame: those seconds are not scored
+                seconds = np.array([t for t in seconds if clip_window(int(t), c.frames, c.fps, c.anchor)[0] >= 0],
+                                   dtype=np.int64)
             for t in seconds:
                 refs.append(SampleRef(f"{rec.video_id}@{t}", g, media,
-                                      per_second_indices(int(t), n, c.frames, c.fps, c.anchor)))
+                                      per_second_indices(int(t), n, c.frames, c.fps, c.anchor, c.start, c.positions)))
             targets.append(rec.labels[seconds])
             groups.append(rec.video_id)
             info.append({"seconds": seconds, "n_seconds": rec.n_seconds, "stored_frames": n,
@@ -170,10 +190,16 @@ class PhaseTask(_PerSecond):
     """Phase / step recognition: one prediction per labelled second."""
 
     name = "phase"
-    columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("f1", "F1", True, True),
-               MetricColumn("jaccard", "Jaccard", True, True))
+    # macro averages under both label sets (unisurg.evaluation.metrics.phase): "gt" = ground-truth phases (ours),
+    # "gt_or_pred" = scikit-learn's default label set (SurgMotion's); the column labels name the convention
+    columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("f1", "F1 (gt)", True, True),
+               MetricColumn("jaccard", "Jaccard (gt)", True, True),
+               MetricColumn("f1_gt_or_pred", "F1 (gt_or_pred)", True, True),
+               MetricColumn("jaccard_gt_or_pred", "Jaccard (gt_or_pred)", True, True))
     selection_metric = "accuracy"
+    paper_selection_metric = "f1_gt_or_pred"  # SurgMotion keeps the head with the best Macro_F1 on test
     metric_names = ("accuracy", "precision", "recall", "f1", "jaccard", "edit")
+    sklearn_metric_names = ("precision_gt_or_pred", "recall_gt_or_pred", "f1_gt_or_pred", "jaccard_gt_or_pred")
 
     def _labelled(self, rec):
         return np.flatnonzero(rec.labels >= 0)
@@ -184,6 +210,8 @@ class PhaseTask(_PerSecond):
         self.state["class_weights"] = w
 
     def loss(self, out, target):
+        if target.dim() == 2:  # soft targets (label smoothing / mixup): -sum t log softmax, mean over the batch
+            return losses.multi_soft_cross_entropy(out, target.to(out.device))
         w = self.state.get("class_weights")
         wt = None
         if w is not None:  # on the device once, not copied at every step
@@ -207,11 +235,15 @@ class PhaseTask(_PerSecond):
         keep = [i for i, (yt, _) in enumerate(videos) if yt.size]
         rel = self.cfg.report.relaxed
         res = phase_metrics([videos[i] for i in keep], self.out_dim)
-        names = list(self.metric_names)
+        sk = phase_metrics([videos[i] for i in keep], self.out_dim, labels="gt_or_pred")
+        for r, r2 in zip(res["per_video"], sk["per_video"]):
+            r.update({f"{m}_gt_or_pred": r2[m] for m in PER_PHASE_NAMES})
+        names = list(self.metric_names) + list(self.sklearn_metric_names)
+        means = dict(res["mean"]) | {f"{m}_gt_or_pred": sk["mean"][m] for m in PER_PHASE_NAMES}
         matrix = np.array([[r[m] for m in names] for r in res["per_video"]], dtype=np.float64)
         rows = [{"video": split.groups[i], **{m: r[m] for m in names}, "n_seconds": r["n_frames"]}
                 for i, r in zip(keep, res["per_video"])]
-        blocks = [ScoreBlock("", dict(res["mean"]), names, matrix=matrix, rows=rows)]
+        blocks = [ScoreBlock("", means, names, matrix=matrix, rows=rows)]
         if rel != "none":
             rr = phase_metrics([videos[i] for i in keep], self.out_dim, relaxed=rel)
             rm = np.array([[r[m] for m in ("accuracy", "f1", "jaccard")] for r in rr["per_video"]])
@@ -327,6 +359,7 @@ class ClipTask(Task):
     name = "clip"
     columns = (MetricColumn("accuracy", "Acc", True, True), MetricColumn("macro_f1", "F1-score", True, True))
     selection_metric = "accuracy"
+    paper_selection_metric = "macro_f1"  # SurgMotion's action probing keeps the head with the best Macro_F1
 
     def media(self, records):
         return [(Path(r.path), None) for r in records]
@@ -337,8 +370,17 @@ class ClipTask(Task):
         for g, rec in enumerate(records):
             vid, n = _store_frames(store, ids, rec.path)
             lo, hi = _clip_range(n, c.clip_fps, rec.start_s, rec.end_s, str(rec.path))
-            refs.append(SampleRef(rec.clip_id, g, str(Path(rec.path).resolve()), spread_indices(lo, hi, c.frames)))
-            targets.append(rec.label)
+            test = name == "test"
+            if c.sampling == "stride":
+                windows = strided_indices(lo, hi, c.frames, c.sampling_rate, c.test_temporal_views if test else 1)
+            else:
+                windows = [spread_indices(lo, hi, c.frames)]
+            crops = np.linspace(0.0, 1.0, c.test_spatial_views).tolist() if test and c.test_spatial_views > 1 else [0.5]
+            for i, idx in enumerate(windows):
+                for j, pos in enumerate(crops):
+                    key = rec.clip_id if len(windows) * len(crops) == 1 else f"{rec.clip_id}#t{i}s{j}"
+                    refs.append(SampleRef(key, g, str(Path(rec.path).resolve()), idx, crop=float(pos)))
+                    targets.append(rec.label)
             groups.append(rec.clip_id)
         return SplitData(name, refs, np.asarray(targets, dtype=np.int64), groups, [{} for _ in groups])
 
@@ -347,8 +389,16 @@ class ClipTask(Task):
     collect = PhaseTask.collect
 
     def score(self, split, collected):
+        targets = split.targets
+        if len(split.refs) != len(split.groups):  # test views: softmax averaged over each clip's views
+            gidx = split.group_index()
+            probs = np.zeros((len(split.groups), collected.shape[-1]), np.float64)
+            np.add.at(probs, gidx, collected)
+            collected = probs / np.bincount(gidx, minlength=len(split.groups))[:, None]
+            first = np.unique(gidx, return_index=True)[1]
+            targets = split.targets[first]
         pred = collected.argmax(-1)
-        units = list(zip(split.targets.tolist(), pred.tolist()))
+        units = list(zip(targets.tolist(), pred.tolist()))
 
         def statistic(items):
             yt, yp = np.array([a for a, _ in items]), np.array([b for _, b in items])

@@ -12,7 +12,17 @@ never predicted, scikit-learn's ``zero_division=0``), ``recall = TP / #gt_c``,
 ``F1 = 2TP / (#gt_c + #pred_c)``, ``Jaccard = TP / (#gt_c + #pred_c - TP)``. Macro F1 is the mean
 of per-phase F1 (scikit-learn's ``average="macro"``), not the F1 of macro P and macro R.
 
-Relaxed (``relaxed="cholec80" | "m2cai16"``): see :mod:`unisurg.evaluation.metrics.relaxed`.
+Two label sets for the macro average (``labels=``), both reported by the benchmark:
+
+* ``"gt"`` (the default above): the phases present in the video's ground truth;
+* ``"gt_or_pred"``: the phases present in the ground truth **or** the predictions, scikit-learn's
+  default label set (``unique_labels(y_true, y_pred)``) with ``zero_division=0``, which SurgMotion's
+  ``evaluate_per_video`` uses (docs/benchmark.md): a predicted phase absent from the ground truth is a
+  term of the macro average and scores 0 (precision, recall, F1 and Jaccard all 0). It is never
+  higher than ``"gt"`` on the same predictions.
+
+Relaxed (``relaxed="cholec80" | "m2cai16"``): see :mod:`unisurg.evaluation.metrics.relaxed` (ground-truth
+phases only, as the challenges' MATLAB script).
 
 Aggregation over videos: ``mean`` and ``std`` (ddof=1; NaN for one video) of the per-video
 values. ``phase_mean`` / ``phase_std`` reproduce ``Main.m``: per-phase mean over the videos
@@ -34,6 +44,7 @@ from unisurg.evaluation.metrics.relaxed import RELAXED_RULES, relaxed_phase_scor
 
 PHASE_METRICS = ("accuracy", "precision", "recall", "f1", "jaccard", "edit")
 PER_PHASE_METRICS = ("precision", "recall", "f1", "jaccard")
+LABEL_SETS = ("gt", "gt_or_pred")  # macro-average conventions (module docstring)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -41,8 +52,14 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def strict_phase_scores(y_true, y_pred, n_classes: int) -> dict[str, np.ndarray | float]:
-    """Per-phase frame-exact ``precision/recall/f1/jaccard`` (``[K]``, NaN where absent from GT) and ``accuracy``."""
+def strict_phase_scores(y_true, y_pred, n_classes: int, labels: str = "gt") -> dict[str, np.ndarray | float]:
+    """Per-phase frame-exact ``precision/recall/f1/jaccard`` (``[K]``) and ``accuracy``.
+
+    ``labels="gt"``: NaN for phases absent from the ground truth; ``"gt_or_pred"``: NaN only for
+    phases absent from both, and 0 where scikit-learn's ``zero_division=0`` gives 0 (recall of a
+    phase predicted but not in the ground truth)."""
+    if labels not in LABEL_SETS:
+        raise ValueError(f"labels={labels!r}: use 'gt' (ground-truth phases) or 'gt_or_pred' (scikit-learn's default)")
     y_true = as_labels(y_true, "y_true", n_classes)
     y_pred = as_labels(y_pred, "y_pred", n_classes)
     if y_true.shape != y_pred.shape:
@@ -51,10 +68,10 @@ def strict_phase_scores(y_true, y_pred, n_classes: int) -> dict[str, np.ndarray 
     tp = np.diag(cm)
     n_gt = cm.sum(axis=1)
     n_pred = cm.sum(axis=0)
-    present = n_gt > 0
+    present = n_gt > 0 if labels == "gt" else (n_gt > 0) | (n_pred > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(n_pred > 0, tp / n_pred, 0.0)
-        recall = tp / n_gt
+        recall = np.where(n_gt > 0, tp / n_gt, 0.0)
         f1 = 2 * tp / (n_gt + n_pred)
         jaccard = tp / (n_gt + n_pred - tp)
     out = {}
@@ -65,13 +82,15 @@ def strict_phase_scores(y_true, y_pred, n_classes: int) -> dict[str, np.ndarray 
 
 
 def phase_metrics(videos: Sequence[tuple], n_classes: int, relaxed: str | None = None, window: int = 10,
-                  early_window: str = "matlab", background: Sequence[int] = ()) -> dict:
+                  early_window: str = "matlab", background: Sequence[int] = (), labels: str = "gt") -> dict:
     """Phase-recognition metrics of a list of ``(y_true, y_pred)`` integer label vectors (one per video).
 
     ``relaxed``: None (frame-exact), ``"cholec80"`` (7 phases) or ``"m2cai16"`` (8 phases), the
     challenges' relaxed boundary over ``window`` frames (10 s at 1 fps); phase ids must follow
     :data:`~unisurg.evaluation.metrics.relaxed.CHOLEC80_PHASES` / ``M2CAI16_PHASES`` order.
     ``background``: labels dropped from the segments of the edit score only.
+    ``labels``: the macro average's label set, ``"gt"`` or ``"gt_or_pred"`` (module docstring;
+    frame-exact metrics only).
 
     Returns a dict:
 
@@ -84,6 +103,10 @@ def phase_metrics(videos: Sequence[tuple], n_classes: int, relaxed: str | None =
     * ``relaxed``, ``window``, ``n_videos``, ``n_classes``.
     """
     check_nonempty(videos, "videos")
+    if labels not in LABEL_SETS:
+        raise ValueError(f"labels={labels!r}: use 'gt' (ground-truth phases) or 'gt_or_pred' (scikit-learn's default)")
+    if relaxed is not None and labels != "gt":
+        raise ValueError("the relaxed boundary metrics are defined over ground-truth phases only (labels='gt')")
     if relaxed is not None:
         if relaxed not in RELAXED_RULES:
             raise ValueError(f"relaxed={relaxed!r}: use None, 'cholec80' or 'm2cai16'.")
@@ -102,7 +125,7 @@ def phase_metrics(videos: Sequence[tuple], n_classes: int, relaxed: str | None =
         if yt.size == 0:
             raise ValueError(f"videos[{i}]: empty video (0 frames).")
         if relaxed is None:
-            sc = strict_phase_scores(yt, yp, n_classes)
+            sc = strict_phase_scores(yt, yp, n_classes, labels)
         else:
             sc = relaxed_phase_scores(yt, yp, relaxed, window, early_window)
         row = {"video": i, "n_frames": int(yt.size), "n_phases_present": int(np.unique(yt).size),
@@ -122,4 +145,4 @@ def phase_metrics(videos: Sequence[tuple], n_classes: int, relaxed: str | None =
         phase_std[k] = nanstd(per_class)
     return {"per_video": rows, "per_phase": per_phase, "mean": mean, "std": std,
             "phase_mean": phase_mean, "phase_std": phase_std, "relaxed": relaxed, "window": window,
-            "n_videos": len(rows), "n_classes": n_classes}
+            "n_videos": len(rows), "n_classes": n_classes, "labels": labels}
