@@ -27,6 +27,7 @@ from unisurg.evaluation.predict import (
     embed_video,
     predict_video,
 )
+from unisurg.evaluation.finetune_predict import predict_finetuned
 from unisurg.evaluation.runner import BenchError, extract_features, run_benchmark
 from unisurg.models.strict_load import CheckpointError
 from unisurg.typed_config import ConfigError
@@ -86,8 +87,10 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
     p.add_argument("video", type=Path, help="video file (or folder of frames)")
-    p.add_argument("--backbone", required=True, metavar="SPEC", help="the backbone the probe was trained on")
-    p.add_argument("--probe", required=True, type=Path, help="probe folder (probe.json + probe.safetensors)")
+    p.add_argument("--backbone", metavar="SPEC", help="the backbone the probe was trained on (with --probe)")
+    p.add_argument("--probe", type=Path, help="probe folder (probe.json + probe.safetensors)")
+    p.add_argument("--model", type=Path, help="a fine-tuned model folder (run.out/best of `unisurg finetune`), "
+                                              "instead of --backbone + --probe")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to the video)")
     p.add_argument("--cache-dir", default="~/.cache/unisurg/bench", help="frame-store cache")
     p.add_argument("--device", default="auto")
@@ -149,6 +152,13 @@ def run_extract(a) -> int:
 def run_predict(a) -> int:
     def go():
         out = a.out or a.video.parent
+        if (a.model is None) == (a.probe is None) or (a.probe is not None and a.backbone is None):
+            raise BenchError("predict takes either --model DIR (a fine-tuned model) or --backbone SPEC --probe DIR")
+        if a.model is not None:
+            res = predict_finetuned(a.video, a.model, out, cache_dir=a.cache_dir, device=a.device,
+                                    batch_size=a.batch_size, progress=not a.quiet)
+            print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
+            return 0
         res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
                             batch_size=a.batch_size, progress=not a.quiet)
         print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
