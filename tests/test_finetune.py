@@ -220,6 +220,8 @@ def test_two_process_ddp_and_fsdp_match_one_process(synth, tmp_path):
     last = json.loads((tmp_path / "one" / "checkpoints" / "latest.json").read_text())["dir"]
     a = [r["loss"] for r in read_jsonl(tmp_path / "one" / "log.jsonl") if "loss" in r]
     for name in ("ddp", "fsdp"):
+        state = torch.load(tmp_path / name / "checkpoints" / last / "train_state.pt", weights_only=True)
+        assert state["world"] == 2 and state["config"]["run"]["strategy"] == name
         assert _max_diff(tmp_path / "one" / "checkpoints" / last, tmp_path / name / "checkpoints" / last) <= TOL
         b = [r["loss"] for r in read_jsonl(tmp_path / name / "log.jsonl") if "loss" in r]
         assert b == pytest.approx(a, abs=1e-5)
