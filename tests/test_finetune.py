@@ -282,3 +282,43 @@ def test_resume_refuses_other_settings_and_unsupported_tasks(synth, tmp_path):
     assert cli("finetune", *_args(synth, out, cache, "train.epochs=1")) == 2  # a run is there: --resume needed
     assert cli("finetune", *_args(synth, out, cache, "train.epochs=1", "optim.lr=0.5"), "--resume") == 2
     assert math.isfinite(json.loads((out / "results.json").read_text())["runs"].popitem()[1]["history"]["steps"])
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("registry_examples").BACKBONE_EXAMPLES))
+def test_every_backbone_kind_trains_whole_with_a_head(kind, tmp_path):
+    """Every registry kind: trainable, layer groups cover every parameter, one AdamW step moves the first block
+    and the head, and activation checkpointing changes neither outputs nor state-dict names."""
+    from registry_examples import BACKBONE_EXAMPLES
+    from unisurg.backbones.registry import load_backbone
+    from unisurg.evaluation.finetune import _clean_keys
+    from unisurg.evaluation.finetune_model import FinetuneModel, LinearHead, enable_activation_checkpointing
+
+    bb = load_backbone(BACKBONE_EXAMPLES[kind](tmp_path), trainable=True)
+    assert bb.model.training and all(p.requires_grad for p in bb.model.parameters())
+    found = find_blocks(bb.model)
+    path, blocks = found if found is not None else (None, None)
+    torch.manual_seed(0)
+    model = FinetuneModel(bb.model, LinearHead(bb.embed_dim, 3, init_scale=1.0)).eval()  # eval: no dropout
+    groups = layer_decay_groups(model, layer_index_fn(path, len(blocks or [])), len(blocks or []) + 1, 0.75)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    x = torch.randn(2, 3, bb.num_frames, bb.img_size, bb.img_size, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = model(x)
+    ref.square().mean().backward()
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    opt.step()
+    after = model.state_dict()
+    assert not torch.equal(before["head.fc.weight"], after["head.fc.weight"])
+    if blocks is not None:
+        moved = [k for k in before if k.startswith(f"backbone.{path}.0.") and not torch.equal(before[k], after[k])]
+        assert moved, f"{kind}: block 0 did not train"
+    opt.zero_grad()
+    with torch.no_grad():
+        out1 = model(x)
+    keys = set(_clean_keys(model.state_dict()))
+    if enable_activation_checkpointing(bb.model, blocks):
+        model.train(False)
+        out2 = model(x)
+        out2.sum().backward()  # recomputation in the backward works
+        assert torch.allclose(out1, out2.detach(), atol=1e-6)
+        assert set(_clean_keys(model.state_dict())) == keys
