@@ -322,3 +322,57 @@ def test_every_backbone_kind_trains_whole_with_a_head(kind, tmp_path):
         out2.sum().backward()  # recomputation in the backward works
         assert torch.allclose(out1, out2.detach(), atol=1e-6)
         assert set(_clean_keys(model.state_dict())) == keys
+
+
+def _ft(dataset: str, root: Path, tmp_path: Path, *extra: str, scheme: str | None = None) -> dict:
+    from unisurg.evaluation.finetune import finetune
+
+    res = finetune("random:tiny@0?embed_dim=32&depth=1&num_heads=2", dataset, root, config="tiny", strict=False,
+                   split_scheme=scheme, overrides=[f"run.out={tmp_path / 'ft'}", f"cache_dir={tmp_path / 'cache'}",
+                                                   "report.bootstrap_n=50", "train.epochs=1", *extra],
+                   log=lambda m: None)
+    return res.run
+
+
+def test_triplet_clip_and_skill_tasks_fine_tune(tmp_path):
+    """Multi-label (CholecT50 layout), clip classification with 2 x 2 test views (PolypDiag layout), skill
+    regression (JIGSAWS, one LOSO fold); metrics re-derived from the saved per-unit rows."""
+    from test_bench_tasks import _t50
+    from conftest import write_video
+
+    rng = np.random.default_rng(0)
+    t50 = tmp_path / "t50"
+    for vid in (79, 2, 1, 4, 80, 32, 5, 15):
+        _t50(t50, vid, 10, rng)
+    run = _ft("cholect50", t50, tmp_path / "a", "train.batch_size=8")
+    assert run["task"] == "triplet" and run["protocol"] == "fine-tuned"
+    assert sorted(r["video"] for r in run["honest"]["per_unit"]) == ["VID02", "VID79"]
+    assert all(0 <= run["honest"]["metrics"][f"ap_{c}"]["value"] <= 1 for c in ("i", "v", "t", "ivt"))
+
+    pd = tmp_path / "pd"
+    train = [(f"c{i:02d}", i % 2) for i in range(10)]
+    test = [(f"t{i}", i % 2) for i in range(4)]
+    for name, lab in train + test:
+        write_video(pd / "videos" / f"{name}.mp4", n_frames=10, fps=5, seed=lab * 7 + len(name))
+    (pd / "splits").mkdir()
+    (pd / "splits" / "train.txt").write_text("".join(f"{n}.mp4,{lab}\n" for n, lab in train))
+    (pd / "splits" / "val.txt").write_text("".join(f"{n}.mp4,{lab}\n" for n, lab in test))
+    run = _ft("polypdiag", pd, tmp_path / "b", "train.batch_size=4", "test.temporal=2", "test.spatial=2")
+    assert run["task"] == "clip" and run["test_views"] == {"temporal": 2, "spatial": 2}
+    rows = run["honest"]["per_unit"]
+    y, p = np.array([r["label"] for r in rows]), np.array([r["pred"] for r in rows])
+    assert len(rows) == 4 and run["honest"]["metrics"]["accuracy"]["value"] == pytest.approx(np.mean(y == p))
+
+    jig = tmp_path / "jig" / "Suturing"
+    lines = []
+    for s in "BC":
+        for k in range(1, 6):
+            trial = f"Suturing_{s}{k:03d}"
+            osats = rng.integers(1, 6, 6)
+            lines.append(f"{trial}\t\t{'N' if s == 'B' else 'E'}\t{osats.sum()}\t\t" + "\t".join(map(str, osats)))
+            write_video(jig / "video" / f"{trial}_capture1.avi", n_frames=8, fps=4, seed=k)
+    (jig / "meta_file_Suturing.txt").write_text("\n".join(lines) + "\n")
+    run = _ft("jigsaws", jig.parent, tmp_path / "c", "train.batch_size=2", "train.val_fraction=0.25", scheme="loso_1")
+    units = run["honest"]["per_unit"]
+    y, p = np.array([u["grs"] for u in units]), np.array([u["pred"] for u in units])
+    assert len(units) == 2 and run["honest"]["metrics"]["mae"]["value"] == pytest.approx(np.mean(np.abs(y - p)))
