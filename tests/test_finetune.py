@@ -290,7 +290,7 @@ def test_every_backbone_kind_trains_whole_with_a_head(kind, tmp_path):
     and the head, and activation checkpointing changes neither outputs nor state-dict names."""
     from registry_examples import BACKBONE_EXAMPLES
     from unisurg.backbones.registry import load_backbone
-    from unisurg.evaluation.finetune import _clean_keys
+    from unisurg.evaluation.finetune_export import clean_keys
     from unisurg.evaluation.finetune_model import FinetuneModel, LinearHead, enable_activation_checkpointing
 
     bb = load_backbone(BACKBONE_EXAMPLES[kind](tmp_path), trainable=True)
@@ -315,13 +315,13 @@ def test_every_backbone_kind_trains_whole_with_a_head(kind, tmp_path):
     opt.zero_grad()
     with torch.no_grad():
         out1 = model(x)
-    keys = set(_clean_keys(model.state_dict()))
+    keys = set(clean_keys(model.state_dict()))
     if enable_activation_checkpointing(bb.model, blocks):
         model.train(False)
         out2 = model(x)
         out2.sum().backward()  # recomputation in the backward works
         assert torch.allclose(out1, out2.detach(), atol=1e-6)
-        assert set(_clean_keys(model.state_dict())) == keys
+        assert set(clean_keys(model.state_dict())) == keys
 
 
 def _ft(dataset: str, root: Path, tmp_path: Path, *extra: str, scheme: str | None = None) -> dict:

@@ -42,7 +42,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
@@ -52,14 +51,8 @@ from unisurg.backbones.features import ClipPixels, OnlineClips, norm_stats
 from unisurg.backbones.registry import load_backbone
 from unisurg.data.pixels import to_model_input
 from unisurg.evaluation.finetune_config import FINETUNE_TASKS, FinetuneConfig, load_finetune_config
-from unisurg.evaluation.finetune_mixing import (
-    MixDraw,
-    draw_mix,
-    mix_inputs,
-    mix_targets,
-    smooth_one_hot,
-    soft_cross_entropy,
-)
+from unisurg.evaluation.finetune_export import MODEL_FORMAT, WEIGHTS, write_export
+from unisurg.evaluation.finetune_mixing import MixDraw, draw_mix, finetune_loss, mix_inputs, mixes
 from unisurg.evaluation.finetune_model import (
     FinetuneModel,
     build_head,
@@ -86,9 +79,7 @@ from unisurg.evaluation.runner import (
     slug,
 )
 from unisurg.evaluation.tasks import Task
-from unisurg.models.checkpoint import save_checkpoint
 from unisurg.models.ema import ema_update_, make_target
-from unisurg.models.strict_load import load_strict
 from unisurg.models.vit import VideoViT
 from unisurg.train import checkpointing as ckpt
 from unisurg.train.distributed import (
@@ -107,9 +98,6 @@ from unisurg.train.logs import RunLogger
 from unisurg.train.optim import Schedules, build_optimizer, grad_norm, layer_decay_groups, set_hyperparams
 from unisurg.typed_config import ConfigError, to_dict
 
-MODEL_FORMAT = "unisurg-finetuned"
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
 STATE_WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 FINETUNED = "fine-tuned"
@@ -146,29 +134,6 @@ class _Indexed(Dataset):
         return self.clips[i], int(i)
 
 
-# -- losses ---------------------------------------------------------------------------------------
-
-
-def finetune_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor, draw: MixDraw, cfg: FinetuneConfig,
-                  class_weights: torch.Tensor | None) -> torch.Tensor:
-    """The task's training loss on (possibly mixed) soft targets (see :mod:`.finetune_mixing`).
-
-    phase / clip: soft-target cross-entropy with label smoothing; triplet: BCE on mixed multi-hot targets;
-    skill: the benchmark's regression loss on standardised scores (never mixed).
-    """
-    if task.name in ("phase", "clip"):
-        soft = mix_targets(smooth_one_hot(targets.to(logits.device), task.out_dim, cfg.train.label_smoothing), draw)
-        return soft_cross_entropy(logits, soft, class_weights)
-    if task.name == "triplet":
-        t = mix_targets(targets.to(logits.device).float(), draw)
-        return F.binary_cross_entropy_with_logits(logits.float(), t)
-    return task.loss(logits[None], targets)[0]
-
-
-def _mixes(task: Task, cfg: FinetuneConfig) -> bool:
-    return task.name in ("phase", "clip", "triplet") and (cfg.train.mixup > 0 or cfg.train.cutmix > 0)
-
-
 # -- config checks --------------------------------------------------------------------------------
 
 
@@ -187,39 +152,6 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     a, b = _flatten(saved), _flatten(current)
     keys = sorted((set(a) | set(b)) - RESUME_MAY_CHANGE)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
-
-
-# -- export ---------------------------------------------------------------------------------------
-
-
-def _clean_keys(sd: dict) -> dict:
-    """Full state dict on CPU, without the activation-checkpoint wrapper's name piece."""
-    return {k.replace("._checkpoint_wrapped_module", ""): v.detach().float().cpu().contiguous() for k, v in sd.items()}
-
-
-def write_export(folder: Path, model_sd: dict, meta: dict, encoder_config=None) -> Path:
-    """The self-describing fine-tuned model (atomic directory): ``model.json`` (task, labels, clip protocol,
-    normalisation, backbone, head), ``weights.safetensors`` (``backbone.*`` + ``head.*``) and, for our ViT,
-    ``backbone/`` in our checkpoint format (so ``unisurg:DIR/backbone`` loads the fine-tuned encoder anywhere)."""
-    sd = _clean_keys(model_sd)
-
-    def fill(tmp: Path) -> list[Path]:
-        save_file(sd, str(tmp / WEIGHTS), metadata={"format": MODEL_FORMAT})
-        files = [tmp / WEIGHTS]
-        if encoder_config is not None:
-            with torch.device("meta"):
-                enc = VideoViT(encoder_config)
-            enc = load_strict(enc, {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")},
-                              source=f"{folder} [backbone]", assign=True)
-            enc.act_checkpoint = False
-            save_checkpoint(tmp / "backbone", encoder=enc, extra={"img_size": meta["clip"]["res"],
-                                                                    "num_frames": meta["clip"]["frames"],
-                                                                    "finetuned_on": meta["dataset"]})
-            files += [p for p in (tmp / "backbone").iterdir() if p.is_file()]
-        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=1, default=_json_default))
-        return files + [tmp / MODEL_JSON]
-
-    return ckpt.write_dir_atomically(Path(folder), fill)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -505,7 +437,7 @@ class Finetuner:
         split = self.splits["train"]
         targets = torch.stack([self.task.target(split, int(i)) for i in idx]).to(dev)
         draw = MixDraw(1.0)
-        if _mixes(self.task, cfg):
+        if mixes(self.task, cfg):
             rng = np.random.default_rng([cfg.train.seed, self.step, 11])
             draw = draw_mix(rng, x.shape[-2], x.shape[-1], mixup=cfg.train.mixup, cutmix=cfg.train.cutmix,
                             prob=cfg.train.mixup_prob, switch_prob=cfg.train.mixup_switch_prob)

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unisurg.evaluation.finetune_config import FinetuneConfig
+from unisurg.evaluation.tasks import Task
+
 
 @dataclass(frozen=True)
 class MixDraw:
@@ -85,3 +88,24 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: 
         return -(soft * logp).sum(dim=-1).mean()
     wq = soft * class_weights.to(logp.dtype)
     return -(wq * logp).sum() / wq.sum().clamp_min(1e-12)
+
+
+def finetune_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor, draw: MixDraw, cfg: FinetuneConfig,
+                  class_weights: torch.Tensor | None) -> torch.Tensor:
+    """The task's training loss on (possibly mixed) soft targets (module docstring).
+
+    phase / clip: soft-target cross-entropy with label smoothing; triplet: BCE on mixed multi-hot targets;
+    skill: the benchmark's regression loss on standardised scores (never mixed).
+    """
+    if task.name in ("phase", "clip"):
+        soft = mix_targets(smooth_one_hot(targets.to(logits.device), task.out_dim, cfg.train.label_smoothing), draw)
+        return soft_cross_entropy(logits, soft, class_weights)
+    if task.name == "triplet":
+        t = mix_targets(targets.to(logits.device).float(), draw)
+        return F.binary_cross_entropy_with_logits(logits.float(), t)
+    return task.loss(logits[None], targets)[0]
+
+
+def mixes(task: Task, cfg: FinetuneConfig) -> bool:
+    """Whether batches of this task are mixed: classification and multi-label with mixup or cutmix on."""
+    return task.name in ("phase", "clip", "triplet") and (cfg.train.mixup > 0 or cfg.train.cutmix > 0)

@@ -24,7 +24,7 @@ from unisurg.backbones.registry import load_backbone
 from unisurg.data.pixels import to_model_input
 from unisurg.device import resolve_device
 from unisurg.evaluation.bench_config import ClipConfig
-from unisurg.evaluation.finetune import MODEL_FORMAT, MODEL_JSON, WEIGHTS
+from unisurg.evaluation.finetune_export import MODEL_FORMAT, MODEL_JSON, WEIGHTS
 from unisurg.evaluation.finetune_model import FinetuneModel, head_from_json
 from unisurg.evaluation.predict import (
     PER_SECOND_TASKS,
