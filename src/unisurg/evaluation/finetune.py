@@ -233,6 +233,8 @@ class Finetuner:
                 ema_blocks = find_blocks(self.ema.backbone)
                 shard_fsdp(self.ema, [ema_blocks[1]] if ema_blocks else [], info, reshard_root=True)
         self.model = model
+        if info.rank:  # weights are equal on every rank; stochastic depth and dropout should differ between ranks
+            torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank)
         groups = layer_decay_groups(unwrap(model), layer_of, n_blocks + 1, cfg.model.layer_decay)
         self.optimizer = build_optimizer(unwrap(model), cfg.optim, info.device, groups=groups)
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,11 +51,10 @@ def write_export(folder: Path, model_sd: dict, meta: dict, encoder_config=None) 
         save_file(sd, str(tmp / WEIGHTS), metadata={"format": MODEL_FORMAT})
         files = [tmp / WEIGHTS]
         if encoder_config is not None:
-            with torch.device("meta"):
-                enc = VideoViT(encoder_config)
+            with torch.device("meta"):  # a copy of the config: the training model keeps its own switches
+                enc = VideoViT(dataclasses.replace(encoder_config, act_checkpoint=False))
             enc = load_strict(enc, {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")},
                               source=f"{folder} [backbone]", assign=True)
-            enc.act_checkpoint = False
             save_checkpoint(tmp / "backbone", encoder=enc, extra={"img_size": meta["clip"]["res"],
                                                                     "num_frames": meta["clip"]["frames"],
                                                                     "finetuned_on": meta["dataset"]})
