@@ -28,6 +28,7 @@ from unisurg.data.ray_engine import (
 )
 from unisurg.data.store import StoreError
 from unisurg.evaluation.command import add_parser as add_bench_commands
+from unisurg.evaluation.finetune_command import add_parser as add_finetune_command
 from unisurg.models.strict_load import CheckpointError
 from unisurg.synth.generate import generate_dataset
 from unisurg.train.command import add_parser as add_pretrain_command
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for add in (_add_synth, _add_ingest, _add_info, add_curate_command, add_pretrain_command, add_bench_commands,
-                add_vlm_commands, _add_demo, _add_ablate):
+                add_vlm_commands, add_finetune_command, _add_demo, _add_ablate):
         add(sub)
     return parser
 

@@ -140,8 +140,12 @@ def _unknown_prefix(prefix: str, spec: str) -> BackboneSpecError:
     )
 
 
-def load_backbone(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Backbone:
-    """Build the frozen backbone named by ``spec`` (see the module docstring) on ``device`` in ``dtype``."""
+def load_backbone(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                  trainable: bool = False) -> Backbone:
+    """Build the frozen backbone named by ``spec`` (see the module docstring) on ``device`` in ``dtype``.
+
+    ``trainable=True`` (fine-tuning) leaves every parameter requiring gradients and the module in train mode.
+    """
     parsed = parse_spec(spec)
     spec = spec.strip()
     prefix = parsed.prefix
@@ -171,7 +175,7 @@ def load_backbone(spec: str, *, device: str | torch.device = "cpu", dtype: torch
             changes[key] = common[key]
     bb = dataclasses.replace(bb, **changes)
     model = bb.model.to(device=device, dtype=dtype) if dtype is not None else bb.model.to(device=device)
-    model.requires_grad_(False).eval()
+    model.requires_grad_(trainable).train(trainable)
     bb.model = model
     return bb
 

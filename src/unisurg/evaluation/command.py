@@ -27,6 +27,7 @@ from unisurg.data.ray_engine import (
 )
 from unisurg.data.store import StoreError
 from unisurg.datasets import AnnotationError, DatasetLayoutError, UnknownDatasetError
+from unisurg.evaluation.finetune_predict import predict_finetuned
 from unisurg.evaluation.official_probe import OfficialProbeError
 from unisurg.evaluation.predict import (
     ProbeFormatError,
@@ -107,10 +108,12 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("predict", help="per-second phase predictions of a trained probe on a video")
     p.add_argument("video", type=Path, help="video file (or folder of frames)")
-    p.add_argument("--backbone", required=True, metavar="SPEC", help="the backbone the probe was trained on")
-    p.add_argument("--probe", required=True, type=Path,
+    p.add_argument("--backbone", metavar="SPEC", help="the backbone the probe was trained on (with --probe)")
+    p.add_argument("--probe", type=Path,
                    help="probe folder (probe.json + probe.safetensors), or an official V-JEPA 2 / SurgMotion checkpoint "
-                        "file {'classifiers': [...]} (.pt/.pth/.tar)")
+                        "file {'classifiers': [...]} (.pt/.pth/.tar); with --backbone")
+    p.add_argument("--model", type=Path, help="a fine-tuned model folder (run.out/best of `unisurg finetune`), "
+                                              "instead of --backbone + --probe")
     p.add_argument("--head", type=int, default=0, help="official checkpoint: which classifier (default 0)")
     p.add_argument("--heads", type=int, default=16, help="official checkpoint: attention heads of the probe (default 16)")
     p.add_argument("--class-names", default=None, help="official checkpoint: comma-separated class names")
@@ -202,6 +205,13 @@ def run_extract(a) -> int:
 def run_predict(a) -> int:
     def go():
         out = a.out or a.video.parent
+        if (a.model is None) == (a.probe is None) or (a.probe is not None and a.backbone is None):
+            raise BenchError("predict takes either --model DIR (a fine-tuned model) or --backbone SPEC --probe DIR")
+        if a.model is not None:
+            res = predict_finetuned(a.video, a.model, out, cache_dir=a.cache_dir, device=a.device,
+                                    batch_size=a.batch_size, progress=not a.quiet)
+            print(f"{len(res['seconds'])} seconds predicted; " + ", ".join(f"{k}: {v}" for k, v in res["files"].items()))
+            return 0
         names = [n.strip() for n in a.class_names.split(",")] if a.class_names else None
         res = predict_video(a.video, a.backbone, a.probe, out, cache_dir=a.cache_dir, device=a.device,
                             batch_size=a.batch_size, progress=not a.quiet, head=a.head, heads=a.heads,

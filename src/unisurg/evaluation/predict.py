@@ -177,23 +177,30 @@ def predict_video(video: str | Path, backbone, probe_dir: str | Path, out: str |
               "seconds": seconds.tolist(), "labels": labels.tolist(), "label_names": [names[i] for i in labels],
               "probabilities": probs.round(6).tolist(), "files": {}}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = video.stem if video.is_file() else video.name
-        csv_path, json_path, png_path = out / f"{stem}_phases.csv", out / f"{stem}_phases.json", out / f"{stem}_ribbon.png"
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["second", "label", "label_name"] + [f"p_{n}" for n in names])
-            for t, lab, p in zip(seconds, labels, probs):
-                w.writerow([int(t), int(lab), names[lab]] + [f"{v:.6f}" for v in p])
-        result["files"] = {"csv": str(csv_path), "json": str(json_path)}
-        if not multilabel:
-            full = np.full(int(seconds.max()) + 1, -1, np.int64)
-            full[seconds] = labels
-            plot_ribbons(png_path, f"{stem}: {bb.name}", None, [("Prediction", full)], names)
-            result["files"]["ribbon"] = str(png_path)
-        json_path.write_text(json.dumps(result, indent=1))
+        write_prediction_files(video, Path(out), result, seconds, probs, multilabel, bb.name)
     return result
+
+
+def write_prediction_files(video: Path, out: Path, result: dict, seconds: np.ndarray, probs: np.ndarray,
+                           multilabel: bool, model_name: str) -> None:
+    """``<stem>_phases.csv`` (per second: label and every class probability), ``<stem>_phases.json``
+    (``result``, with ``files`` filled in) and, for single-label tasks, ``<stem>_ribbon.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    names, labels = result["class_names"], probs.argmax(-1)
+    stem = video.stem if video.is_file() else video.name
+    csv_path, json_path, png_path = out / f"{stem}_phases.csv", out / f"{stem}_phases.json", out / f"{stem}_ribbon.png"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["second", "label", "label_name"] + [f"p_{n}" for n in names])
+        for t, lab, p in zip(seconds, labels, probs):
+            w.writerow([int(t), int(lab), names[lab]] + [f"{v:.6f}" for v in p])
+    result["files"] = {"csv": str(csv_path), "json": str(json_path)}
+    if not multilabel:
+        full = np.full(int(seconds.max()) + 1, -1, np.int64)
+        full[seconds] = labels
+        plot_ribbons(png_path, f"{stem}: {model_name}", None, [("Prediction", full)], names)
+        result["files"]["ribbon"] = str(png_path)
+    json_path.write_text(json.dumps(result, indent=1))
 
 
 def embed_video(video: str | Path, backbone, out: str | Path, *, config: BenchConfig | str | None = None,

@@ -71,8 +71,8 @@ def table_rows(results: dict) -> list[str]:
     """Backbone labels (display names, made unique) in first-appearance order."""
     names = []
     for run in results.get("runs", {}).values():
-        if backbone_label(run) not in names:
-            names.append(backbone_label(run))
+        if row_label(results, run) not in names:
+            names.append(row_label(results, run))
     return names
 
 
@@ -80,9 +80,18 @@ def backbone_label(run: dict) -> str:
     return run["backbone"].get("label", run["backbone"]["name"])
 
 
+def row_label(results: dict, run: dict) -> str:
+    """The row of a run: its backbone label; probe runs say "(probe)" when the table also holds fine-tuned
+    runs (``unisurg finetune`` labels its own rows "(fine-tuned)"), so both protocols read apart."""
+    mixed = any(r.get("protocol") == "fine-tuned" for r in results.get("runs", {}).values())
+    if mixed and run.get("protocol", "probe") == "probe":
+        return f"{backbone_label(run)} (probe)"
+    return backbone_label(run)
+
+
 def cell(results: dict, backbone: str, col: Column, selection: str) -> dict | None:
     for run in results.get("runs", {}).values():
-        if run["dataset"] == col.dataset and backbone_label(run) == backbone:
+        if run["dataset"] == col.dataset and row_label(results, run) == backbone:
             return run[selection]["metrics"].get(col.key)
     return None
 

@@ -40,17 +40,19 @@ def param_groups(module: nn.Module) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(module: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(module: nn.Module, cfg: OptimConfig, device: torch.device,
+                    groups: list[dict] | None = None) -> torch.optim.AdamW:
     """AdamW over ``module`` with the fused kernel (CUDA and CPU; ~5x the multi-tensor ``foreach`` path
     on CPU for the bench-s model), falling back to ``foreach`` where fused is unsupported.
 
     LR and weight decay are set every step by :func:`set_hyperparams`; the values here are step 0's.
+    ``groups``: ready parameter groups (e.g. :func:`layer_decay_groups`) instead of :func:`param_groups`.
     """
     kw = dict(lr=cfg.start_lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     try:
-        return torch.optim.AdamW(param_groups(module), fused=True, **kw)
+        return torch.optim.AdamW(param_groups(module) if groups is None else groups, fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.AdamW(param_groups(module), foreach=True, **kw)
+        return torch.optim.AdamW(param_groups(module) if groups is None else groups, foreach=True, **kw)
 
 
 def warmup_steps(cfg: OptimConfig, iterations_per_epoch: int) -> int:
@@ -119,9 +121,10 @@ class Schedules:
 
 
 def set_hyperparams(optimizer: torch.optim.Optimizer, hyper: StepHyperparams) -> None:
-    """Write this step's LR into every group and its weight decay into the decayed groups (Python floats: no sync)."""
+    """Write this step's LR (times the group's ``lr_scale``, see :func:`layer_decay_groups`) into every group
+    and its weight decay into the decayed groups (Python floats: no sync)."""
     for group in optimizer.param_groups:
-        group["lr"] = hyper.lr
+        group["lr"] = hyper.lr * group.get("lr_scale", 1.0)
         group["weight_decay"] = 0.0 if group.get("no_decay") else hyper.weight_decay
 
 
@@ -131,3 +134,29 @@ def grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     if max_norm > 0:
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+
+
+def layer_decay_scale(layer: int, n_layers: int, decay: float) -> float:
+    """Layer-wise learning-rate decay (BEiT's fine-tuning recipe, as VideoMAE fine-tunes):
+    layer ``i`` of ``0..n_layers`` (0 = embeddings, ``n_layers`` = the head side) trains at
+    ``decay ** (n_layers - i)`` times the base LR, so lower layers move less."""
+    return float(decay ** (n_layers - layer))
+
+
+def layer_decay_groups(module: nn.Module, layer_of, n_layers: int, decay: float) -> list[dict]:
+    """AdamW groups per (layer, decay / no decay): ``layer_of(name) -> 0..n_layers``; each group carries
+    ``lr_scale`` (:func:`layer_decay_scale`) and ``no_decay`` (:func:`is_no_decay`: biases and 1-D tensors)."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = int(layer_of(name))
+        if not 0 <= layer <= n_layers:
+            raise ValueError(f"layer_decay_groups: {name} got layer {layer}, outside 0..{n_layers}")
+        nd = is_no_decay(name, p)
+        g = groups.setdefault((layer, nd), {"params": [], "no_decay": nd, "layer": layer,
+                                            "lr_scale": layer_decay_scale(layer, n_layers, decay)})
+        if nd:
+            g["weight_decay"] = 0.0
+        g["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
