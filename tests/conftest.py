@@ -10,6 +10,10 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# DataLoader workers start from a clean single-threaded server, not by forking this process: the suite leaves
+# helper threads behind (tqdm monitors, Ray, claim heartbeats) and a fork while one holds a lock can hang a
+# worker for ever (seen: a worker stuck in torch's lazy CUDA seeding after the benchmark tests).
+torch.multiprocessing.set_start_method("forkserver", force=True)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # tiny random backbones for the benchmark tests
