@@ -20,6 +20,7 @@ from torch import nn
 from unisurg.models.ema import ema_update_
 from unisurg.models.mae_decoder import MAEDecoder
 from unisurg.models.masks import MaskBatch
+from unisurg.models.packed_context import encode_context_sets
 from unisurg.models.predictor import VideoPredictor
 from unisurg.models.vit import VideoViT, gather_tokens
 from unisurg.objectives.mae import mae_loss, mae_targets
@@ -40,11 +41,9 @@ class JepaStudent(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: list[MaskBatch]) -> list[torch.Tensor]:
         grid = self.encoder.grid(x.shape)
-        out = []
-        for family, m in enumerate(masks):
-            z = self.encoder(x, **m.encoder_kwargs())
-            out.append(self.predictor(z, grid=grid, mask_index=family, **m.predictor_kwargs()))
-        return out
+        zs = encode_context_sets(self.encoder, x, masks)  # mask families packed into one encoder pass
+        return [self.predictor(z, grid=grid, mask_index=family, **m.predictor_kwargs())
+                for family, (z, m) in enumerate(zip(zs, masks))]
 
 
 class MaeStudent(nn.Module):
@@ -57,11 +56,8 @@ class MaeStudent(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: list[MaskBatch]) -> list[torch.Tensor]:
         grid = self.encoder.grid(x.shape)
-        out = []
-        for m in masks:
-            z = self.encoder(x, **m.encoder_kwargs())
-            out.append(self.decoder(z, grid=grid, **m.predictor_kwargs()))
-        return out
+        zs = encode_context_sets(self.encoder, x, masks)  # mask families packed into one encoder pass
+        return [self.decoder(z, grid=grid, **m.predictor_kwargs()) for z, m in zip(zs, masks)]
 
 
 def target_latents(target: nn.Module, x: torch.Tensor) -> torch.Tensor:
