@@ -1,6 +1,6 @@
 """Clip loading rate against the bare JPEG-decode rate of the same frames, same run.
 
-    python benchmarks/clip_loading.py [--frames 16] [--crop 224] [--clips 200]
+    python benchmarks/clip_loading.py [--frames 16] [--crop 224] [--clips 200] [--batch 4]
 
 Builds a store from a synthetic 854x480 video (frames stored at 456x256, as ingest does with
 the default short side), then measures, single process, one thread:
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4, help="loader batch size")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +75,7 @@ def main() -> None:
         def loader(d):
             """Steady-state clips/s after the first batch (worker start-up, paid once per epoch, excluded)."""
             sub = torch.utils.data.Subset(d, order)
-            dl = make_loader(sub, batch_size=4, workers=1, drop_last=False)
+            dl = make_loader(sub, batch_size=args.batch, workers=1, drop_last=False)
             it = iter(dl)
             next(it)
             t = time.perf_counter()
@@ -91,6 +92,7 @@ def main() -> None:
         h, w = ds.store.records[0].height, ds.store.records[0].width
         print(json.dumps({
             "benchmark": "clip_loading", "frames": args.frames, "crop": args.crop, "stored_frame": f"{w}x{h}",
+            "loader_batch": args.batch,
             "clips_per_s": best, "all": runs,
             "ratio_dataset_vs_bare_decode": best["dataset"] / best["bare"],
             "ratio_dataset_uint8_vs_bare_decode": best["dataset_uint8"] / best["bare"],

@@ -31,6 +31,7 @@ in CI; its numbers mean nothing. Prints the JSON at the end.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -123,6 +124,7 @@ def memory_gib(dev: torch.device) -> float | None:
 
 
 def reset_memory(dev: torch.device) -> None:
+    gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
@@ -171,8 +173,8 @@ def pretrain_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | No
                 continue
             reset_memory(dev)
             try:
-                step, _ = pretrain_step_fn(pretrain_config(sz, ac, sz.batch), DistInfo(device=dev), sz.batch,
-                                           backend if compiled else None)
+                step, models = pretrain_step_fn(pretrain_config(sz, ac, sz.batch), DistInfo(device=dev), sz.batch,
+                                                backend if compiled else None)
                 if flops is None:  # the same arithmetic in every variant: counted once, eagerly
                     flops = count_flops(step)[0]
                 sec = timed(step, sz.warmup + (2 if compiled else 0), sz.steps, dev)
@@ -183,7 +185,7 @@ def pretrain_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | No
                          "clips_per_s": round(sz.batch / sec, 2), "peak_memory_gib": memory_gib(dev),
                          "gflop_per_step": round(flops / 1e9, 6), "achieved_tflop_per_s": round(flops / sec / 1e12, 4),
                          "mfu_vs_measured_matmul": mfu(flops, sec, peak), "mfu_vs_nominal": mfu(flops, sec, nominal)})
-            del step
+            del step, models  # free this variant's weights and optimizer state before the next one
     return {"config": sz.config, "overrides": list(sz.overrides), "variants": rows}
 
 
