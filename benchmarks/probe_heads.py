@@ -180,6 +180,21 @@ def flop_model(probes: int) -> list[dict]:
     return rows
 
 
+def cached_timings(a, spec, x, timed) -> dict:
+    """One probe, P stacked probes and (unless --no-loop) P separate modules, on cached tokens."""
+    one = timed(spec, [1], lambda: x)
+    batched = timed(spec, [a.probes], lambda: x)
+    loop = None if a.no_loop else timed(spec, [1] * a.probes, lambda: x)
+    return {
+        "tokens": a.tokens, "dim": a.dim,
+        "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
+        "step_s_loop_of_modules": None if loop is None else round(loop, 6),
+        "ratio_batched_over_one": round(batched / one, 3),
+        "ratio_loop_over_batched": None if loop is None else round(loop / batched, 3),
+        "predicted_ratio_flops": float(a.probes),  # nothing shared: P x the FLOPs of one
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--probes", type=int, default=20)
@@ -201,6 +216,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     ap.add_argument("--no-loop", action="store_true", help="skip the P-module loop reference")
+    ap.add_argument("--no-cached", action="store_true", help="skip the cached one / batched / loop timings")
     ap.add_argument("--no-flop-model", action="store_true", help="skip the paper-size FLOP table")
     ap.add_argument("--official-checkpointing", action="store_true",
                     help="official classifiers with activation checkpointing (as its eval config does)")
@@ -226,17 +242,8 @@ def main() -> None:
     # cached tokens
     spec = ProbeSpec("attentive", a.dim, a.classes, a.width or a.dim, depth=a.depth, heads=a.heads)
     x = torch.randn(a.batch, a.tokens, a.dim, device=dev)
-    one = timed(spec, [1], lambda: x)
-    batched = timed(spec, [a.probes], lambda: x)
-    loop = None if a.no_loop else timed(spec, [1] * a.probes, lambda: x)
-    report["cached"] = {
-        "tokens": a.tokens, "dim": a.dim,
-        "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
-        "step_s_loop_of_modules": None if loop is None else round(loop, 6),
-        "ratio_batched_over_one": round(batched / one, 3),
-        "ratio_loop_over_batched": None if loop is None else round(loop / batched, 3),
-        "predicted_ratio_flops": float(a.probes),  # nothing shared: P x the FLOPs of one
-    }
+    if not a.no_cached:
+        report["cached"] = cached_timings(a, spec, x, timed)
 
     if a.vjepa2_path is not None:
         if a.width not in (None, a.dim):
