@@ -13,6 +13,16 @@ Three measurements, printed as one JSON object:
 also the path of the paper's augmented protocol, ``features.online=true``): the frozen encoder's
 forward on a clip batch plus the step of 1 probe vs of P probes.
 
+``official`` (``--vjepa2-path`` or ``$VJEPA2_PATH``, a checkout of facebookresearch/vjepa2 kept
+outside the project, see ``official_code.py``): the same step of our P stacked probes against the
+official V-JEPA 2 frozen-eval loop on the same cached tokens: P ``AttentiveClassifier``s
+(``src/models/attentive_pooler.py``), each with its own ``torch.optim.AdamW``, stepped as
+``evals/video_classification_frozen/eval.py`` does (all forwards, each loss backward, each
+optimizer step, each zero_grad). Steps alternate (ours, official, official, ours, ...) and the
+medians are compared; on a 1-thread CPU run the clock is the process's CPU time (see
+``hardware_limit.py``). Both sides also report the counted FLOPs of a step and the achieved
+FLOP/s as a fraction of the machine's matmul rate measured in the same run.
+
 ``flop_model``: FLOPs counted by ``torch.utils.flop_counter`` (on the meta device, so no real
 arithmetic) for the paper's sizes: ViT-L and ViT-g on 64 frames at 256 px (8192 tokens), ViT-L
 on 16 x 224 (1568 tokens), with the 4-block probe and, for comparison, V-JEPA 1's 1-block probe and
@@ -24,6 +34,8 @@ The probes share no arithmetic (each has its own weights over all tokens), so on
 probe already saturates, P probes cost P times one; only the frozen forward is shared.
 
     python benchmarks/probe_heads.py                                   # CPU-sized, 1 thread
+    python benchmarks/probe_heads.py --tokens 256 --dim 256 --heads 16 --vjepa2-path /tmp/vjepa2 \
+        --no-loop --no-flop-model                                      # against the official loop
     python benchmarks/probe_heads.py --backbone large --bb-width 256 --frames 16 --res 64
     python benchmarks/probe_heads.py --device cuda --tokens 8192 --dim 1024 --heads 16 --bf16 \\
         --backbone large --frames 64 --res 256
@@ -33,14 +45,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
+from functools import partial
+from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from unisurg.evaluation.probe_optim import BatchedAdamW
-from unisurg.evaluation.probe import MultiProbe, ProbeSpec
-from unisurg.models import build_encoder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hardware_limit import clock, count_flops, limit_report, matmul_flops_per_s  # noqa: E402
+from official_code import add_official_args, put_official_on_path  # noqa: E402
+
+from unisurg.evaluation.probe_optim import BatchedAdamW  # noqa: E402
+from unisurg.evaluation.probe import MultiProbe, ProbeSpec  # noqa: E402
+from unisurg.models import build_encoder  # noqa: E402
 
 
 def _step_fn(probe, opt, x_fn, y):
@@ -67,12 +86,51 @@ def _time(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def _flops(fn) -> tuple[float, object]:
-    """(FLOPs counted while running ``fn``, its return value)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = fn()
-    return float(counter.get_total_flops()), out
+def official_loop_step(a, x: torch.Tensor, y: torch.Tensor, dev: torch.device):
+    """The official frozen-eval loop over ``a.probes`` V-JEPA 2 ``AttentiveClassifier``s (one AdamW each)."""
+    put_official_on_path(a.vjepa2_path, a.vjepa2_shims)
+    from src.models.attentive_pooler import AttentiveClassifier  # the official module, imported from the checkout
+
+    heads = [AttentiveClassifier(embed_dim=a.dim, num_heads=a.heads, depth=a.depth, num_classes=a.classes,
+                                 norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                 use_activation_checkpointing=a.official_checkpointing).to(dev)
+             for _ in range(a.probes)]
+    opts = [torch.optim.AdamW(h.parameters(), lr=1e-3, weight_decay=0.05) for h in heads]
+    crit = torch.nn.CrossEntropyLoss()
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            outs = [h(x) for h in heads]
+        losses = [crit(o.float(), y) for o in outs]
+        for loss in losses:
+            loss.backward()
+        for o in opts:
+            o.step()
+        for o in opts:
+            o.zero_grad()
+    return step
+
+
+def interleaved_medians(fns: dict, steps: int, warmup: int, dev: torch.device) -> dict:
+    """Median seconds per call of each function, calls alternating so that machine load hits all alike."""
+    now = clock(dev)
+    names = list(fns)
+    times = {n: [] for n in names}
+    for i in range(warmup + steps):
+        order = names if i % 2 == 0 else names[::-1]
+        for n in order:
+            sync_dev(dev)
+            t0 = now()
+            fns[n]()
+            sync_dev(dev)
+            if i >= warmup:
+                times[n].append(now() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def sync_dev(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def sweep_ratios(enc_flops: float, probe_flops: float, probes: int) -> dict:
@@ -90,7 +148,7 @@ def probe_step_flops(tokens: int, dim: int, depth: int, heads: int, batch: int =
     with torch.device("meta"):
         probe = MultiProbe(ProbeSpec("attentive", dim, classes, width or dim, depth=depth, heads=heads), 1)
         x = torch.empty(batch, tokens, dim)
-        return _flops(lambda: probe(x).sum().backward())[0]
+        return count_flops(lambda: probe(x).sum().backward())[0]
 
 
 def encoder_forward_flops(preset: str, frames: int, res: int, batch: int = 1, **overrides) -> tuple[float, int, int]:
@@ -99,7 +157,7 @@ def encoder_forward_flops(preset: str, frames: int, res: int, batch: int = 1, **
         enc = build_encoder(preset, **overrides)
         x = torch.empty(batch, 3, frames, res, res)
         with torch.no_grad():
-            flops, tokens = _flops(lambda: enc(x))
+            flops, tokens = count_flops(lambda: enc(x))
     return flops, tokens.shape[1], enc.config.embed_dim
 
 
@@ -120,6 +178,21 @@ def flop_model(probes: int) -> list[dict]:
                 "predicted_ratio_vs_separate_runs": round(ratio["over_separate_runs"], 3),
             })
     return rows
+
+
+def cached_timings(a, spec, x, timed) -> dict:
+    """One probe, P stacked probes and (unless --no-loop) P separate modules, on cached tokens."""
+    one = timed(spec, [1], lambda: x)
+    batched = timed(spec, [a.probes], lambda: x)
+    loop = None if a.no_loop else timed(spec, [1] * a.probes, lambda: x)
+    return {
+        "tokens": a.tokens, "dim": a.dim,
+        "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
+        "step_s_loop_of_modules": None if loop is None else round(loop, 6),
+        "ratio_batched_over_one": round(batched / one, 3),
+        "ratio_loop_over_batched": None if loop is None else round(loop / batched, 3),
+        "predicted_ratio_flops": float(a.probes),  # nothing shared: P x the FLOPs of one
+    }
 
 
 def main() -> None:
@@ -143,7 +216,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     ap.add_argument("--no-loop", action="store_true", help="skip the P-module loop reference")
+    ap.add_argument("--no-cached", action="store_true", help="skip the cached one / batched / loop timings")
     ap.add_argument("--no-flop-model", action="store_true", help="skip the paper-size FLOP table")
+    ap.add_argument("--official-checkpointing", action="store_true",
+                    help="official classifiers with activation checkpointing (as its eval config does)")
+    add_official_args(ap, required=False)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -165,17 +242,32 @@ def main() -> None:
     # cached tokens
     spec = ProbeSpec("attentive", a.dim, a.classes, a.width or a.dim, depth=a.depth, heads=a.heads)
     x = torch.randn(a.batch, a.tokens, a.dim, device=dev)
-    one = timed(spec, [1], lambda: x)
-    batched = timed(spec, [a.probes], lambda: x)
-    loop = None if a.no_loop else timed(spec, [1] * a.probes, lambda: x)
-    report["cached"] = {
-        "tokens": a.tokens, "dim": a.dim,
-        "step_s_one_probe": round(one, 6), "step_s_batched": round(batched, 6),
-        "step_s_loop_of_modules": None if loop is None else round(loop, 6),
-        "ratio_batched_over_one": round(batched / one, 3),
-        "ratio_loop_over_batched": None if loop is None else round(loop / batched, 3),
-        "predicted_ratio_flops": float(a.probes),  # nothing shared: P x the FLOPs of one
-    }
+    if not a.no_cached:
+        report["cached"] = cached_timings(a, spec, x, timed)
+
+    if a.vjepa2_path is not None:
+        if a.width not in (None, a.dim):
+            raise SystemExit("--vjepa2-path: the official probe has no input projection; leave --width unset")
+        mp = MultiProbe(spec, a.probes).to(dev)
+        ours = _step_fn(mp, BatchedAdamW(mp, [1e-3] * a.probes, [0.05] * a.probes), lambda: x, y)
+
+        def ours_step():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+                ours()
+        official = official_loop_step(a, x, y, dev)
+        med = interleaved_medians({"ours": ours_step, "official": official}, a.steps, a.warmup, dev)
+        peak = matmul_flops_per_s(dev, torch.bfloat16 if a.bf16 else torch.float32)
+        f_ours = count_flops(ours_step)[0]
+        f_off = count_flops(official)[0]
+        report["official"] = {
+            "tokens": a.tokens, "dim": a.dim,
+            "clock": "process CPU time" if clock(dev) is time.process_time else "wall",
+            "official_checkpointing": a.official_checkpointing,
+            "step_s_ours": round(med["ours"], 4), "step_s_official_loop": round(med["official"], 4),
+            "ratio_ours_over_official": round(med["ours"] / med["official"], 3), "target_ratio": 0.67,
+            "ours_limit": limit_report(f_ours, med["ours"], peak),
+            "official_limit": limit_report(f_off, med["official"], peak),
+        }
 
     if a.backbone:
         overrides = {k: v for k, v in (("embed_dim", a.bb_width), ("num_heads", a.bb_heads)) if v is not None}

@@ -19,7 +19,10 @@ in :func:`official_step` from reading ``app/vjepa/train.py``.
 
 Before timing, the official weights are loaded into our modules and both losses are computed on
 the same batch ("loss_abs_diff"): a check that the two sides compute the same model and loss.
-Steps alternate (ours, official, ours, ...) so machine load hits both alike. Prints JSON.
+Steps alternate (ours, official, ours, ...) so machine load hits both alike; medians are compared,
+on the process's CPU time when one thread runs (see ``hardware_limit.py``). Each side also reports
+the counted FLOPs of a step and the achieved FLOP/s as a fraction of the machine's matmul rate
+measured in the same run ("ours_limit", "official_limit"). Prints JSON.
 """
 
 from __future__ import annotations
@@ -36,14 +39,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unisurg.data.clips import normalize_batch
-from unisurg.train.masks import MaskBatch
-from unisurg.models.strict_load import load_strict
-from unisurg.train.pretrain_config import load_pretrain_config
-from unisurg.train.distributed import DistInfo
-from unisurg.train.optim import Schedules, build_optimizer
-from unisurg.train.steps import StepConfig, train_step
-from unisurg.train.trainer import build_models
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hardware_limit import clock, count_flops, limit_report, matmul_flops_per_s  # noqa: E402
+from official_code import add_official_args, put_official_on_path  # noqa: E402
+
+from unisurg.data.clips import normalize_batch  # noqa: E402
+from unisurg.train.masks import MaskBatch  # noqa: E402
+from unisurg.models.strict_load import load_strict  # noqa: E402
+from unisurg.train.pretrain_config import load_pretrain_config  # noqa: E402
+from unisurg.train.distributed import DistInfo  # noqa: E402
+from unisurg.train.optim import Schedules, build_optimizer  # noqa: E402
+from unisurg.train.steps import StepConfig, train_step  # noqa: E402
+from unisurg.train.trainer import build_models  # noqa: E402
 
 VJEPA2_MASKS = ({"num_blocks": 8, "spatial_scale": (0.15, 0.15)}, {"num_blocks": 2, "spatial_scale": (0.7, 0.7)})
 
@@ -51,9 +58,7 @@ VJEPA2_MASKS = ({"num_blocks": 8, "spatial_scale": (0.15, 0.15)}, {"num_blocks":
 # -- the official side ---------------------------------------------------------------------------
 
 def import_official(path: Path, shims: Path | None):
-    for p in (shims, path):
-        if p is not None and str(p) not in sys.path:
-            sys.path.insert(0, str(p))
+    put_official_on_path(path, shims)
     try:
         from app.vjepa.utils import init_opt
         from src.masks.multiseq_multiblock3d import _MaskGenerator
@@ -70,15 +75,15 @@ def import_official(path: Path, shims: Path | None):
 
 
 def build_official(o, cfg, use_rope: bool, total_steps: int):
-    m, d = cfg.model, cfg.data
-    enc = o["VisionTransformer"](img_size=d.crop, patch_size=m.patch_size, num_frames=d.frames,
-                                 tubelet_size=m.tubelet_size, embed_dim=m.embed_dim, depth=m.depth,
-                                 num_heads=m.num_heads, mlp_ratio=4.0, qkv_bias=True,
+    e, pr, d = cfg.model.encoder, cfg.model.predictor, cfg.data
+    enc = o["VisionTransformer"](img_size=d.crop, patch_size=e.patch_size, num_frames=d.frames,
+                                 tubelet_size=e.tubelet_size, embed_dim=e.embed_dim, depth=e.depth,
+                                 num_heads=e.num_heads, mlp_ratio=4.0, qkv_bias=True,
                                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_sdpa=True, use_rope=use_rope,
                                  uniform_power=False)
-    pred = o["vit_predictor"](img_size=d.crop, patch_size=m.patch_size, num_frames=d.frames,
-                              tubelet_size=m.tubelet_size, embed_dim=m.embed_dim, predictor_embed_dim=m.predictor_dim,
-                              depth=m.predictor_depth, num_heads=m.predictor_heads, use_mask_tokens=True,
+    pred = o["vit_predictor"](img_size=d.crop, patch_size=e.patch_size, num_frames=d.frames,
+                              tubelet_size=e.tubelet_size, embed_dim=e.embed_dim, predictor_embed_dim=pr.predictor_dim,
+                              depth=pr.depth, num_heads=pr.num_heads, use_mask_tokens=True,
                               num_mask_tokens=len(VJEPA2_MASKS), zero_init_mask_tokens=True, use_rope=use_rope,
                               use_sdpa=True, uniform_power=False)
     encoder, predictor = o["MultiSeqWrapper"](enc), o["PredictorMultiSeqWrapper"](pred)
@@ -125,7 +130,7 @@ def official_step(o, s, clips, masks_enc, masks_pred) -> float:
 
 def make_batch(o, cfg, seed: int):
     """Clips (uint8 for us, normalised float for them) and the official multiblock masks in both forms."""
-    d, m = cfg.data, cfg.model
+    d, m = cfg.data, cfg.model.encoder
     g = torch.Generator().manual_seed(seed)
     b = cfg.schedule.global_batch_size
     clips_u8 = torch.randint(0, 256, (b, 3, d.frames, d.crop, d.crop), dtype=torch.uint8, generator=g)
@@ -158,15 +163,15 @@ def copy_official_weights(s, models) -> None:
 
 # -- main ------------------------------------------------------------------------------------------
 
-def bench_one(o, base_cfg_name: str, overrides: list[str], pos: str, steps: int, warmup: int) -> dict:
-    cfg = load_pretrain_config(base_cfg_name, overrides + [f"model.pos_embed={pos}", "loss.objective=vjepa",
+def bench_one(o, base_cfg_name: str, overrides: list[str], pos: str, steps: int, warmup: int, peak: float) -> dict:
+    cfg = load_pretrain_config(base_cfg_name, overrides + [f"model.encoder.pos_embed={pos}", "loss.objective=vjepa",
                                                            "mask.kind=vjepa2", "run.threads=null"])
     total = steps + warmup + 2
     torch.manual_seed(0)
     info = DistInfo()
     ours = build_models(cfg, info, load_init=False)
     ours_u = build_models(load_pretrain_config(base_cfg_name, overrides + [
-        f"model.pos_embed={pos}", "loss.objective=unisurg", "mask.kind=vjepa2", "run.threads=null"]), info,
+        f"model.encoder.pos_embed={pos}", "loss.objective=unisurg", "mask.kind=vjepa2", "run.threads=null"]), info,
         load_init=False)
     theirs = build_official(o, cfg, pos == "rope", total)
     clips_u8, masks, m_enc, m_pred = make_batch(o, cfg, seed=1)
@@ -182,24 +187,30 @@ def bench_one(o, base_cfg_name: str, overrides: list[str], pos: str, steps: int,
     opt = build_optimizer(ours.student, cfg.optim, step_cfg.device)
     opt_u = build_optimizer(ours_u.student, cfg.optim, step_cfg.device)
     times = {"ours": [], "official": [], "ours_unisurg": []}
+    now = clock(torch.device("cpu"))
     for i in range(warmup + steps):
         hyper = sched(i)
         runs = (("ours", lambda: train_step(ours.task, opt, clips_u8, masks, hyper, step_cfg)),
                 ("official", lambda: official_step(o, theirs, clips, m_enc, m_pred)),
                 ("ours_unisurg", lambda: train_step(ours_u.task, opt_u, clips_u8, masks, hyper, step_cfg)))
         for name, fn in runs[i % 2:] + runs[:i % 2]:  # alternate who goes first
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(now() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    hyper = sched(warmup + steps)
+    flops = {"ours": count_flops(lambda: train_step(ours.task, opt, clips_u8, masks, hyper, step_cfg))[0],
+             "official": count_flops(lambda: official_step(o, theirs, clips, m_enc, m_pred))[0]}
     n_ctx = [int(m.context_idx.shape[1]) for m in masks]
     n_tgt = [int(m.target_idx.shape[1]) for m in masks]
     return {"pos_embed": pos, "ours_ms": round(med["ours"], 2), "official_ms": round(med["official"], 2),
             "ratio_ours_over_official": round(med["ours"] / med["official"], 3),
             "ours_unisurg_ms": round(med["ours_unisurg"], 2),
             "loss_ours": l_ours, "loss_official": l_theirs, "loss_abs_diff": abs(l_ours - l_theirs),
-            "context_tokens_per_family": n_ctx, "target_tokens_per_family": n_tgt}
+            "context_tokens_per_family": n_ctx, "target_tokens_per_family": n_tgt,
+            "ours_limit": limit_report(flops["ours"], med["ours"] / 1e3, peak),
+            "official_limit": limit_report(flops["official"], med["official"] / 1e3, peak)}
 
 
 def main() -> None:
@@ -210,23 +221,24 @@ def main() -> None:
     ap.add_argument("--pos", nargs="+", default=["sincos", "rope"], choices=["sincos", "rope"])
     ap.add_argument("--steps", type=int, default=30, help="timed steps per implementation")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--vjepa2-path", type=Path, required=True, help="checkout of facebookresearch/vjepa2")
-    ap.add_argument("--vjepa2-shims", type=Path, default=None, help="folder with timm / einops stand-ins")
+    add_official_args(ap, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shims = args.vjepa2_shims or (args.vjepa2_path / "_shims")
-    o = import_official(args.vjepa2_path.resolve(), shims.resolve() if shims.exists() else None)
-    results = [bench_one(o, args.config, list(args.overrides), pos, args.steps, args.warmup) for pos in args.pos]
+    o = import_official(args.vjepa2_path, args.vjepa2_shims)
+    peak = matmul_flops_per_s(torch.device("cpu"))
+    results = [bench_one(o, args.config, list(args.overrides), pos, args.steps, args.warmup, peak) for pos in args.pos]
     cfg = load_pretrain_config(args.config, list(args.overrides))
     print(json.dumps({
         "config": args.config, "threads": args.threads, "torch": torch.__version__,
-        "architecture": {"width": cfg.model.embed_dim, "depth": cfg.model.depth, "heads": cfg.model.num_heads,
-                         "img": cfg.data.crop, "patch": cfg.model.patch_size, "frames": cfg.data.frames,
-                         "tubelet": cfg.model.tubelet_size, "predictor": [cfg.model.predictor_dim,
-                                                                          cfg.model.predictor_depth,
-                                                                          cfg.model.predictor_heads],
+        "architecture": {"width": cfg.model.encoder.embed_dim, "depth": cfg.model.encoder.depth,
+                         "heads": cfg.model.encoder.num_heads, "img": cfg.data.crop,
+                         "patch": cfg.model.encoder.patch_size, "frames": cfg.data.frames,
+                         "tubelet": cfg.model.encoder.tubelet_size,
+                         "predictor": [cfg.model.predictor.predictor_dim, cfg.model.predictor.depth,
+                                       cfg.model.predictor.num_heads],
                          "batch": cfg.schedule.global_batch_size},
         "masks": "V-JEPA 2 multiblock (8 x 0.15 + 2 x 0.7), official generator, shared by both",
+        "clock": "process CPU time" if clock(torch.device("cpu")) is time.process_time else "wall",
         "results": results}, indent=2))
 
 

@@ -15,6 +15,7 @@ same clips as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -149,8 +150,9 @@ class ClipDataset(Dataset):
             y, x = (H - ch) // 2, (W - cw) // 2
         flip = s.flip and rng.random() < 0.5
         if s.output == "uint8":
-            crop = frames[:, y:y + ch, x:x + cw]
-            crop = crop.flip(2) if flip else crop.contiguous()  # [T, h, w, C], row copies only
+            crop = frames[:, y:y + ch, x:x + cw]  # a view: stack_clips copies it once, into the batch
+            if flip:
+                crop = crop.flip(2)  # [T, h, w, C], row copies only
             return crop.permute(3, 0, 1, 2)  # [C, T, h, w] view, channels-last memory
         # float: one transposing copy of the crop while still uint8 (4x fewer bytes), then convert
         clip = frames[:, y:y + ch, x:x + cw].permute(3, 0, 1, 2).contiguous()
@@ -164,15 +166,32 @@ class ClipDataset(Dataset):
         return out
 
 
+def _batch_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An empty batch tensor; in a DataLoader worker, in shared memory, so that sending it to the
+    trainer process copies nothing more (as ``default_collate`` does)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    numel = math.prod(shape)
+    storage = like.untyped_storage()._new_shared(numel * like.element_size(), device=like.device)
+    return torch.empty(0, dtype=like.dtype, device=like.device).set_(storage).view(shape)
+
+
 def stack_clips(clips: list[torch.Tensor]) -> torch.Tensor:
     """Stack ``[C, T, H, W]`` clips into ``[B, C, T, H, W]`` without transposing channels-last ones.
 
-    Clips that are channels-last views (``output="uint8"``) are stacked as ``[B, T, H, W, C]``
-    (plain memory copies) and returned as a ``[B, C, T, H, W]`` view of it; the transposition
-    then happens on the device, inside ``normalize_batch``, where it is free.
+    Clips whose channels are innermost in memory (``output="uint8"``: views of the crop in the
+    decoded frames) are copied once each into a ``[B, T, H, W, C]`` batch (shared memory in a
+    worker), returned as a ``[B, C, T, H, W]`` view of it; the transposition then happens on the
+    device, inside ``normalize_batch``, where it is free.
     """
-    if all(c.permute(1, 2, 3, 0).is_contiguous() for c in clips):
-        return torch.stack([c.permute(1, 2, 3, 0) for c in clips]).permute(0, 4, 1, 2, 3)
+    if all(c.dim() == 4 and c.stride(0) == 1 for c in clips):
+        shapes = {tuple(c.shape) for c in clips}
+        if len(shapes) != 1:
+            raise ValueError(f"stack_clips: clips of different shapes {sorted(shapes)}")
+        c0 = clips[0].permute(1, 2, 3, 0)
+        out = _batch_buffer((len(clips), *c0.shape), c0)
+        torch.stack([c.permute(1, 2, 3, 0) for c in clips], out=out)
+        return out.permute(0, 4, 1, 2, 3)
     return torch.stack(clips)
 
 

@@ -179,9 +179,8 @@ class MultiProbe(_Stacked):
             else:
                 x = blk(x, shared=shared)
             shared = False
-        B = x.shape[-3]
-        q = self.query.to(x.dtype).expand(self.n_probes, B, 1, self.spec.width)
-        q = self.cross(q, x, shared=shared)
+        # the query stays [P, 1, 1, W]: shared by the batch, so the cross block needs no key / value projection
+        q = self.cross(self.query.to(x.dtype), x, shared=shared)
         return self.head(q[:, :, 0])
 
 

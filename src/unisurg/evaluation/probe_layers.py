@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisurg.evaluation.query_pooling import shared_query_attention
+
 
 def per_probe_generators(n_probes: int, seed: int) -> list[torch.Generator]:
     """One CPU generator per probe (seed + p), so probe ``p`` is initialised the same whatever ``P`` is."""
@@ -130,7 +132,11 @@ class MultiSelfAttention(nn.Module):
 
 
 class MultiCrossAttention(nn.Module):
-    """``P`` multi-head cross-attentions: queries ``[P, B, Q, W]`` attend to tokens ``[P, B, N, W]``."""
+    """``P`` multi-head cross-attentions: queries ``[P, B, Q, W]`` attend to tokens ``[P, B, N, W]``.
+
+    Queries ``[P, 1, 1, W]`` (one per probe, broadcast over the batch) take the path of
+    :func:`~unisurg.evaluation.query_pooling.shared_query_attention`, which never projects the tokens.
+    """
 
     def __init__(self, n_probes: int, dim: int, n_heads: int, qkv_bias: bool = True, proj: bool = True):
         super().__init__()
@@ -144,6 +150,9 @@ class MultiCrossAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         P, B, Q, W = q.shape
+        if B == 1 and Q == 1:  # one query shared by the batch (the probe's): no key / value projection
+            out = shared_query_attention(self.q(q).view(P, W), x, self.kv.weight, self.kv.bias, self.n_heads)
+            return out if self.proj is None else self.proj(out)
         k, v = self.kv(x).split(W, dim=-1)
         out = F.scaled_dot_product_attention(_heads(self.q(q), self.n_heads), _heads(k, self.n_heads),
                                              _heads(v, self.n_heads))

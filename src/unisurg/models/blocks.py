@@ -72,13 +72,22 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         attn_mask: torch.Tensor | None = None,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
+        """``segments``: lengths of consecutive token sets that attend only within themselves
+        (several context sets packed into one sequence; every other layer is per token)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if rope is not None:
             q = apply_rope(q, *rope)
             k = apply_rope(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if segments is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:
+            if attn_mask is not None:
+                raise ValueError("packed segments take no attention mask (pack only unpadded token sets)")
+            out = torch.cat([F.scaled_dot_product_attention(qs, ks, vs) for qs, ks, vs in
+                             zip(q.split(segments, 2), k.split(segments, 2), v.split(segments, 2))], dim=2)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -107,8 +116,9 @@ class Block(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         attn_mask: torch.Tensor | None = None,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope=rope, attn_mask=attn_mask))
+        x = x + self.drop_path(self.attn(self.norm1(x), rope=rope, attn_mask=attn_mask, segments=segments))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -120,15 +130,18 @@ def run_blocks(
     *,
     checkpoint: bool = False,
     out_layers: set[int] | None = None,
+    segments: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run ``blocks`` in order (optionally with activation checkpointing); collect raw outputs of ``out_layers``."""
+    """Run ``blocks`` in order (optionally with activation checkpointing); collect raw outputs of ``out_layers``.
+
+    ``segments``: see :meth:`Attention.forward`."""
     collected: list[torch.Tensor] = []
     use_ckpt = checkpoint and torch.is_grad_enabled()
     for i, blk in enumerate(blocks):
         if use_ckpt:
-            x = torch.utils.checkpoint.checkpoint(blk, x, rope, attn_mask, use_reentrant=False)
+            x = torch.utils.checkpoint.checkpoint(blk, x, rope, attn_mask, segments, use_reentrant=False)
         else:
-            x = blk(x, rope=rope, attn_mask=attn_mask)
+            x = blk(x, rope=rope, attn_mask=attn_mask, segments=segments)
         if out_layers is not None and i in out_layers:
             collected.append(x)
     return x, collected

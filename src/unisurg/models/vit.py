@@ -180,6 +180,8 @@ class VideoViT(nn.Module):
         context_valid: torch.Tensor | None = None,
         *,
         out_layers: list[int] | None = None,
+        embedded: tuple[torch.Tensor, tuple[int, int, int]] | None = None,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Encode a clip.
 
@@ -191,8 +193,11 @@ class VideoViT(nn.Module):
                 None when no sample is padded, so SDPA can use its fastest kernels.
             out_layers: if given, return a list of the final-normed outputs of these block indices
                 instead of the last output.
+            embedded: ``self.embed(x)`` already computed (several context sets of one clip share it).
+            segments: ``context_idx`` is several unpadded context sets one after the other, of these
+                lengths; each attends only within itself (see ``unisurg.train.packed_context``).
         """
-        tokens, grid = self.embed(x)
+        tokens, grid = self.embed(x) if embedded is None else embedded
         if context_idx is not None:
             if context_idx.dim() != 2 or context_idx.shape[0] != tokens.shape[0]:
                 raise ValueError(
@@ -209,8 +214,11 @@ class VideoViT(nn.Module):
             rope = rope_cos_sin(pos_idx, grid, self.embed_dim // self.num_heads, self.config.rope_variant)
         attn_mask = key_padding_mask(context_valid)
         wanted = None if out_layers is None else {i % len(self.blocks) for i in out_layers}
+        if segments is not None and (context_idx is None or sum(segments) != context_idx.shape[1]):
+            raise ValueError(f"segments {segments} must add up to the context_idx length")
         tokens, collected = run_blocks(
-            self.blocks, tokens, rope, attn_mask, checkpoint=self.config.act_checkpoint, out_layers=wanted
+            self.blocks, tokens, rope, attn_mask, checkpoint=self.config.act_checkpoint, out_layers=wanted,
+            segments=segments,
         )
         if out_layers is not None:
             by_layer = dict(zip(sorted(wanted), collected))

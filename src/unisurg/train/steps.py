@@ -26,6 +26,7 @@ from unisurg.objectives.mae import mae_loss, mae_targets
 from unisurg.objectives.unisurg_loss import UniSurgLossConfig, unisurg_loss
 from unisurg.train.masks import MaskBatch
 from unisurg.train.optim import StepHyperparams, grad_norm, set_hyperparams
+from unisurg.train.packed_context import encode_context_sets
 
 JEPA_METRICS = ("loss", "l_pred", "l_st", "l_var", "l1", "pred_std", "target_std")
 MAE_METRICS = ("loss", "l_rec")
@@ -41,11 +42,9 @@ class JepaStudent(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: list[MaskBatch]) -> list[torch.Tensor]:
         grid = self.encoder.grid(x.shape)
-        out = []
-        for family, m in enumerate(masks):
-            z = self.encoder(x, **m.encoder_kwargs())
-            out.append(self.predictor(z, grid=grid, mask_index=family, **m.predictor_kwargs()))
-        return out
+        zs = encode_context_sets(self.encoder, x, masks)  # mask families packed into one encoder pass
+        return [self.predictor(z, grid=grid, mask_index=family, **m.predictor_kwargs())
+                for family, (z, m) in enumerate(zip(zs, masks))]
 
 
 class MaeStudent(nn.Module):
@@ -58,11 +57,8 @@ class MaeStudent(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: list[MaskBatch]) -> list[torch.Tensor]:
         grid = self.encoder.grid(x.shape)
-        out = []
-        for m in masks:
-            z = self.encoder(x, **m.encoder_kwargs())
-            out.append(self.decoder(z, grid=grid, **m.predictor_kwargs()))
-        return out
+        zs = encode_context_sets(self.encoder, x, masks)  # mask families packed into one encoder pass
+        return [self.decoder(z, grid=grid, **m.predictor_kwargs()) for z, m in zip(zs, masks)]
 
 
 def target_latents(target: nn.Module, x: torch.Tensor) -> torch.Tensor:
