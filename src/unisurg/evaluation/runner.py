@@ -57,6 +57,7 @@ from unisurg.evaluation.head_selection import (
 )
 from unisurg.evaluation.probe import ProbeSpec, build_probe
 from unisurg.evaluation.probe_training import collect_outputs, train_probes
+from unisurg.evaluation.paired_report import write_paired
 from unisurg.evaluation.report import write_tables
 from unisurg.evaluation.tasks import Task, make_task
 from unisurg.typed_config import to_dict
@@ -512,6 +513,7 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
             write_json_atomic(out_dir / RESULTS_NAME, results, default=_json_default)
 
             write_tables(results, out_dir)
+            write_paired(results, out_dir)  # backbones sharing a test split: paired.json / paired.md
     if out_dir is not None and cfg.report.figures:
         write_figures(results, out_dir, dataset, max_items=cfg.report.max_figures)
     return results
