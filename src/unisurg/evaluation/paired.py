@@ -33,7 +33,7 @@ import numpy as np
 from unisurg.evaluation.metrics.bootstrap import resample_indices
 
 EXACT_MAX_UNITS = 20  # 2^20 sign assignments are enumerated in chunks; above that, Monte Carlo
-UNIT_KEYS = ("video", "image", "clip", "trial")
+UNIT_KEYS = ("video", "image", "clip", "trial", "seed")
 RULE = ("A difference is established when the paired sign-flip permutation test, Holm-corrected across the "
         "comparisons of the table, gives p < {alpha:g} and the paired 95% bootstrap CI of the mean difference "
         "over the test units excludes 0.")
@@ -45,7 +45,8 @@ class PairingError(ValueError):
 
 
 def unit_id(row: dict) -> str:
-    """The test unit a per-unit row is about (its ``video`` / ``image`` / ``clip`` / ``trial`` key)."""
+    """The test unit a per-unit row is about (its ``video`` / ``image`` / ``clip`` / ``trial`` key; ``seed`` for
+    comparisons over repeated runs)."""
     for k in UNIT_KEYS:
         if k in row:
             return str(row[k])
@@ -237,16 +238,21 @@ def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
-def sentence(r: PairedResult | dict, scale: float = 100.0, unit: str = " points") -> str:
-    """One line that states the comparison and its statistics (differences x ``scale``, e.g. percent points)."""
+def sentence(r: PairedResult | dict, scale: float = 100.0, unit: str = " points", unit_name: str = "test unit") -> str:
+    """One line that states the comparison and its statistics (differences x ``scale``, e.g. percent points;
+    ``unit_name``: what was paired, e.g. "test video" or "seed")."""
     r = r if isinstance(r, dict) else r.to_json()
     diff = f"{scale * r['difference']:+.1f}{unit} [{scale * r['ci_low']:+.1f}, {scale * r['ci_high']:+.1f}]"
-    stats = (f"paired over {r['n_units']} test units: mean difference {diff} (95% paired bootstrap CI); "
-             f"A better on {r['wins']}, worse on {r['losses']}, tied on {r['ties']} (sign test p = {fmt_p(r['sign_p'])}); "
+    n = r["n_units"]
+    stats = (f"paired over {n} {unit_name}{'s' if n != 1 else ''}: mean difference {diff} (95% paired bootstrap CI); "
+             f"{r['a']} better on {r['wins']}, worse on {r['losses']}, tied on {r['ties']} "
+             f"(sign test p = {fmt_p(r['sign_p'])}); "
              f"sign-flip permutation p = {fmt_p(r['permutation_p'])} "
              f"({'exact' if r['permutation_exact'] else 'Monte Carlo'}), "
              f"Holm-corrected over {r['family_size']} comparison{'s' if r['family_size'] != 1 else ''} "
              f"p = {fmt_p(r['p_holm'])}")
+    if 2.0 / 2.0 ** n >= 0.05:  # the most extreme of 2^n sign patterns is already p = 2 / 2^n
+        stats += f"; with {n} {unit_name}{'s' if n != 1 else ''} no p below 0.05 is attainable"
     head = {"ahead": f"{r['a']} is ahead of {r['b']}", "behind": f"{r['a']} is behind {r['b']}",
             "not established": f"{r['a']} vs {r['b']}: a difference is not established"}[r["verdict"]]
     return f"{head} on {r['metric']} ({stats})."
