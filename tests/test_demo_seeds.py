@@ -87,3 +87,14 @@ def test_quick_demo_over_two_seeds(tmp_path):
     before = weights.stat().st_mtime_ns
     assert main(["demo", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 0
     assert weights.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_quick_ablate_over_two_seeds(tmp_path):
+    from unisurg.demo import ABLATIONS, LABELS
+
+    assert main(["ablate", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    numbers = json.loads((tmp_path / "report-ablate-seeds" / "numbers.json").read_text())
+    assert [m["model"] for m in numbers["models"]] == [LABELS[k] for k in ABLATIONS] + ["Random init"]
+    assert len(numbers["comparisons"]) == len(ABLATIONS)  # UniSurg vs each other variant, and vs random init
+    assert all(c["over_seeds"]["family_size"] == len(ABLATIONS) for c in numbers["comparisons"])

@@ -156,3 +156,33 @@ def test_family_verdicts_and_sentences():
     assert text.startswith("A is ahead of C on f1") and "Holm-corrected over 3 comparisons" in text
     assert "not established" in sentence(by["B", "C"])
     assert markdown_table(res).count("\n") == 4
+    # an error metric (lower is better): the same differences read the other way round
+    err = compare_family([("A", "C")], per_unit, "f1", n_resamples=200, higher_is_better=False)[0]
+    assert err.verdict == "behind" and "A better on 0, worse on 12" in sentence(err)
+
+
+def test_clip_accuracy_and_skill_mae_are_paired_from_the_per_unit_predictions():
+    from unisurg.evaluation.paired_report import bench_paired
+
+    def run(label, dataset, task_rows, columns):
+        return {"dataset": dataset, "split_scheme": "default", "backbone": {"name": label, "label": label},
+                "honest": {"per_unit": task_rows}, "columns": columns,
+                "config": {"report": {"bootstrap_n": 100, "bootstrap_seed": 0}}}
+
+    clip_cols = [{"key": "accuracy", "percent": True}, {"key": "macro_f1", "percent": True}]
+    skill_cols = [{"key": "mae", "percent": False, "higher_is_better": False},
+                  {"key": "spearman", "percent": False, "higher_is_better": True}]
+    a = [{"clip": f"c{i}", "label": i % 3, "pred": i % 3} for i in range(9)]  # all right
+    b = [{"clip": f"c{i}", "label": i % 3, "pred": 0} for i in range(9)]  # right on 3
+    sa = [{"trial": f"t{i}", "grs": 10.0 + i, "pred": 11.0 + i} for i in range(4)]
+    sb = [{"trial": f"t{i}", "grs": 10.0 + i, "pred": 13.0 + i} for i in range(4)]
+    results = {"runs": {"1": run("A", "clips", a, clip_cols), "2": run("B", "clips", b, clip_cols),
+                        "3": run("A", "skill", sa, skill_cols), "4": run("B", "skill", sb, skill_cols)}}
+    paired = bench_paired(results)
+    (acc,) = paired["clips"]["families"]["accuracy"]
+    assert acc["difference"] == pytest.approx(6 / 9) and (acc["wins"], acc["ties"]) == (6, 3)
+    assert paired["clips"]["not_per_unit"] == ["macro_f1"]
+    (mae,) = paired["skill"]["families"]["mae"]
+    assert mae["difference"] == pytest.approx(-2.0) and mae["losses"] == 4 and not mae["higher_is_better"]
+    assert mae["verdict"] == "not established"  # 4 trials: p >= 2/16 whatever the data
+    assert paired["skill"]["not_per_unit"] == ["spearman"]

@@ -193,7 +193,8 @@ class PairedResult:
     permutation_exact: bool
     p_holm: float = float("nan")
     family_size: int = 1
-    verdict: str = "not established"  # "ahead" (A > B), "behind" (A < B) or "not established"
+    higher_is_better: bool = True  # the metric's direction: for MAE / RMSE, A is ahead when the difference is < 0
+    verdict: str = "not established"  # "ahead" (A better than B), "behind" (A worse) or "not established"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -218,18 +219,19 @@ def compare(a: str, b: str, rows_a: Sequence[dict], rows_b: Sequence[dict], metr
 def decide(r: PairedResult, alpha: float = 0.05) -> str:
     """The verdict of :data:`RULE` for one (Holm-corrected) result."""
     if r.p_holm < alpha and (r.ci_low > 0 or r.ci_high < 0):
-        return "ahead" if r.difference > 0 else "behind"
+        return "ahead" if (r.difference > 0) == r.higher_is_better else "behind"
     return "not established"
 
 
 def compare_family(pairs: Sequence[tuple[str, str]], per_unit: dict[str, Sequence[dict]], metric: str, *,
-                   alpha: float = 0.05, n_resamples: int = 1000, seed: int = 42,
-                   permutation_resamples: int = 10000) -> list[PairedResult]:
-    """Every comparison ``(A, B)`` of ``pairs`` on ``metric``, Holm-corrected as one family, with verdicts."""
+                   alpha: float = 0.05, n_resamples: int = 1000, seed: int = 42, permutation_resamples: int = 10000,
+                   higher_is_better: bool = True) -> list[PairedResult]:
+    """Every comparison ``(A, B)`` of ``pairs`` on ``metric``, Holm-corrected as one family, with verdicts
+    (``higher_is_better=False`` for error metrics: then A is ahead when its values are lower)."""
     results = [compare(a, b, per_unit[a], per_unit[b], metric, n_resamples=n_resamples, seed=seed,
                        permutation_resamples=permutation_resamples) for a, b in pairs]
     for r, p in zip(results, holm([r.permutation_p for r in results])):
-        r.p_holm, r.family_size = p, len(results)
+        r.p_holm, r.family_size, r.higher_is_better = p, len(results), higher_is_better
         r.verdict = decide(r, alpha)
     return results
 
@@ -244,8 +246,9 @@ def sentence(r: PairedResult | dict, scale: float = 100.0, unit: str = " points"
     r = r if isinstance(r, dict) else r.to_json()
     diff = f"{scale * r['difference']:+.1f}{unit} [{scale * r['ci_low']:+.1f}, {scale * r['ci_high']:+.1f}]"
     n = r["n_units"]
+    better, worse = (r["wins"], r["losses"]) if r.get("higher_is_better", True) else (r["losses"], r["wins"])
     stats = (f"paired over {n} {unit_name}{'s' if n != 1 else ''}: mean difference {diff} (95% paired bootstrap CI); "
-             f"{r['a']} better on {r['wins']}, worse on {r['losses']}, tied on {r['ties']} "
+             f"{r['a']} better on {better}, worse on {worse}, tied on {r['ties']} "
              f"(sign test p = {fmt_p(r['sign_p'])}); "
              f"sign-flip permutation p = {fmt_p(r['permutation_p'])} "
              f"({'exact' if r['permutation_exact'] else 'Monte Carlo'}), "
@@ -260,7 +263,7 @@ def sentence(r: PairedResult | dict, scale: float = 100.0, unit: str = " points"
 
 def markdown_table(results: Sequence[PairedResult | dict], scale: float = 100.0) -> str:
     """The comparisons as a Markdown table (differences x ``scale``)."""
-    lines = ["| A vs B | metric | n | mean diff. [95% paired CI] | wins/losses/ties | sign p | permutation p | "
+    lines = ["| A vs B | metric | n | mean diff. A - B [95% paired CI] | A higher/lower/tied | sign p | permutation p | "
              "Holm p | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         r = r if isinstance(r, dict) else r.to_json()

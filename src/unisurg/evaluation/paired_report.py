@@ -4,9 +4,10 @@ Every backbone benchmarked on a dataset (same split scheme) is scored on the sam
 ``results.json`` keeps each run's per-unit metric rows (``honest.per_unit``). From them, for each
 metric that is a mean over units (phase Acc/F1/Jaccard per video, Dice/MAE/RMSE per image, ...),
 every pair of backbones is compared with :mod:`unisurg.evaluation.paired`; the comparisons of one
-dataset and one metric form one Holm family. Metrics that are not means over units (clip macro-F1,
-skill Spearman, the triplets' video-wise mAP) have no per-unit difference and are left out, said so
-in the output.
+dataset and one metric form one Holm family. Clip accuracy (the mean of per-clip correctness) and
+skill MAE (the mean of per-trial absolute errors) are read from the per-unit predictions. Metrics
+that are not means over units (clip macro-F1, skill Spearman, the triplets' video-wise mAP) have no
+per-unit difference and are left out, said so in the output.
 """
 
 from __future__ import annotations
@@ -27,20 +28,36 @@ def per_unit_rows(results: dict, dataset: str) -> dict[str, dict]:
     return {backbone_label(r): r for r in results.get("runs", {}).values() if r["dataset"] == dataset}
 
 
+def unit_rows(run: dict) -> list[dict]:
+    """The run's honest per-unit rows, with the unit-mean metrics that follow from a row's prediction:
+    clip ``accuracy`` = [label == pred], skill ``mae`` = |grs - pred|."""
+    rows = []
+    for r in run["honest"].get("per_unit") or []:
+        r = dict(r)
+        if "label" in r and "pred" in r and "accuracy" not in r:
+            r["accuracy"] = float(r["label"] == r["pred"])
+        if "grs" in r and "pred" in r and "mae" not in r:
+            r["mae"] = abs(float(r["grs"]) - float(r["pred"]))
+        rows.append(r)
+    return rows
+
+
 def unit_metrics(run: dict) -> list[str]:
     """The run's table metrics (unprefixed column keys) that every per-unit row carries."""
-    rows = run["honest"].get("per_unit") or []
+    rows = unit_rows(run)
     keys = [c["key"] for c in run.get("columns", [])]
     return [k for k in keys if rows and all(k in r for r in rows)]
 
 
 def families(per_unit: dict[str, Sequence[dict]], pairs: Sequence[tuple[str, str]], metrics: Sequence[str], *,
-             n_resamples: int = 1000, seed: int = 42, alpha: float = ALPHA) -> dict:
+             n_resamples: int = 1000, seed: int = 42, alpha: float = ALPHA,
+             lower_is_better: Sequence[str] = ()) -> dict:
     """``{"rule", "alpha", "families": {metric: [result, ...]}}``: one Holm family per metric."""
     out = {"rule": RULE.format(alpha=alpha), "alpha": alpha, "families": {}}
     for m in metrics:
         out["families"][m] = [r.to_json() for r in compare_family(pairs, per_unit, m, alpha=alpha,
-                                                                  n_resamples=n_resamples, seed=seed)]
+                                                                  n_resamples=n_resamples, seed=seed,
+                                                                  higher_is_better=m not in lower_is_better)]
     return out
 
 
@@ -61,10 +78,12 @@ def bench_paired(results: dict) -> dict:
         metrics = [m for m in unit_metrics(first) if all(m in unit_metrics(runs[b]) for b in labels)]
         left_out = [c["key"] for c in first.get("columns", []) if c["key"] not in metrics]
         cfg = first.get("config", {}).get("report", {})
-        per_unit = {b: runs[b]["honest"]["per_unit"] for b in labels}
+        per_unit = {b: unit_rows(runs[b]) for b in labels}
         try:
             fam = families(per_unit, list(combinations(labels, 2)), metrics,
-                           n_resamples=int(cfg.get("bootstrap_n", 1000)), seed=int(cfg.get("bootstrap_seed", 42)))
+                           n_resamples=int(cfg.get("bootstrap_n", 1000)), seed=int(cfg.get("bootstrap_seed", 42)),
+                           lower_is_better=[c["key"] for c in first.get("columns", [])
+                                            if not c.get("higher_is_better", True)])
         except PairingError as e:
             out[ds] = {"skipped": str(e)}
             continue
