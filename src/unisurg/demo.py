@@ -10,10 +10,13 @@ report lists those exact commands, so each number can be reproduced by hand:
 4. ``unisurg pretrain`` the same small encoder twice: the UniSurg objective and plain V-JEPA;
 5. ``unisurg bench``: attentive probes on the frozen UniSurg, V-JEPA and untrained (random init,
    same architecture and seed) encoders, synthetic phase recognition, selected on validation;
-6. the report: ``report.md``, the table with bootstrap CIs, loss curves, phase ribbons, ``numbers.json``.
+6. the report: ``report.md``, the table with bootstrap CIs, the paired comparisons of the models on the
+   same test videos (``unisurg.evaluation.paired``; they decide what the report claims), loss curves,
+   phase ribbons, ``numbers.json``.
 
 Steps whose output exists are reused (the commands are idempotent), so an interrupted demo resumes.
-``ablate`` runs the same pipeline with each UniSurg component switched off in turn.
+``ablate`` runs the same pipeline with each UniSurg component switched off in turn. ``--seeds N``
+repeats either over N seeds (``unisurg.demo_seeds``).
 """
 
 from __future__ import annotations
