@@ -108,6 +108,7 @@ def test_bench_writes_results_tables_ribbons_and_probe(bench_out, synth):
     res = json.loads((out / "results.json").read_text())
     (key, run), = res["runs"].items()
     assert key == "synthetic/random-init tiny" and run["task"] == "phase"
+    assert not (out / "paired.json").exists()  # one backbone: nothing to pair
     assert run["honest"]["label"] == "honest (selected on validation)"
     assert run["paper_style"]["label"] == "paper-style (selected on test)"
     assert [(p["lr"], p["wd"]) for p in run["probes"]] == [(3e-3, 0.01), (3e-3, 0.1), (3e-4, 0.01), (3e-4, 0.1)]
@@ -153,6 +154,17 @@ def test_second_backbone_merges_into_one_table(bench_out, synth):
                                                 (labels[0], "paper-style (selected on test)"),
                                                 (labels[1], "paper-style (selected on test)")]
     assert sum(line.startswith("| random-init tiny") for line in (out / "table.md").read_text().splitlines()) == 4
+    # two backbones share the test split: paired comparisons, A - B per test video (checked by hand)
+    paired = json.loads((out / "paired.json").read_text())["synthetic"]
+    assert {"accuracy", "f1", "jaccard"} <= set(paired["families"])
+    (r,) = paired["families"]["f1"]
+    units_a, units_b = (res["runs"][f"synthetic/{lab}"]["honest"]["per_unit"] for lab in labels)
+    by_video = {u["video"]: u["f1"] for u in units_b}
+    diffs = [u["f1"] - by_video[u["video"]] for u in units_a]
+    assert (r["a"], r["b"], r["n_units"]) == (labels[0], labels[1], len(diffs))
+    assert r["difference"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
+    assert r["family_size"] == 1 and r["p_holm"] == r["permutation_p"]
+    assert "Holm-corrected" in (out / "paired.md").read_text()
     # rerunning the first backbone replaces its run instead of adding a third row
     run_benchmark([BB_A], "synthetic", synth, out=out, config="tiny",
                   overrides=[f"cache_dir={cache}", "report.bootstrap_n=200"], log=lambda s: None)

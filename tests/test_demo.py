@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unisurg.cli import main
+from unisurg.demo import ABLATIONS, LABELS
 
 PINNED = Path(__file__).parent / "fixtures" / "demo_quick_numbers.json"
 
@@ -29,6 +30,12 @@ def test_quick_demo_runs_end_to_end_and_repeats_exactly(tmp_path):
     # a pure restructure changes no number: the same table and pretraining losses as the pinned run
     pinned = json.loads(PINNED.read_text())
     assert numbers["rows"] == pinned["rows"] and numbers["comparisons"] == pinned["comparisons"]
+    # the paired statistics of the same table: one Holm family of the three comparisons per metric
+    paired = numbers["paired"]
+    assert [(r["a"], r["b"]) for r in paired["families"]["f1"]] == [(c["a"], c["b"]) for c in numbers["comparisons"]]
+    for r, c in zip(paired["families"]["f1"], numbers["comparisons"]):
+        assert r["family_size"] == 3 and r["difference"] == pytest.approx(c["difference"], abs=1e-12)
+    assert "Holm-corrected over 3 comparisons" in text and "confidence intervals overlap" not in text
     for run, expected in pinned["pretraining_losses"].items():
         logged = [json.loads(line) for line in (a / "runs" / run / "log.jsonl").read_text().splitlines()]
         got = [[r["step"], r["loss"]] for r in logged if "loss" in r]
@@ -60,7 +67,6 @@ def test_synth_refuses_a_folder_made_with_other_parameters(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_ablate_gives_one_row_per_component(tmp_path):
-    from unisurg.demo import ABLATIONS, LABELS
 
     assert main(["ablate", "--quick", "--out", str(tmp_path)]) == 0
     numbers = json.loads((tmp_path / "report-ablate" / "numbers.json").read_text())

@@ -28,7 +28,7 @@ LAYERS = [
     {"train"},
     {"evaluation"},
     {"vlm"},
-    {"demo"},
+    {"demo", "demo_seeds"},
     {"cli"},
     {"__init__"},  # the package root: the public facade (load_encoder), above everything
 ]

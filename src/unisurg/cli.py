@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from unisurg import demo
+from unisurg import demo, demo_seeds
 from unisurg._version import __version__
 from unisurg.curate.command import add_parser as add_curate_command
 from unisurg.curate.corpus_files import CurationError
@@ -141,11 +141,16 @@ def _add_demo_command(sub, name: str, help: str, out_help: str) -> None:
     p.add_argument("--out", type=Path, default=Path("unisurg-demo"), help=out_help)
     p.add_argument("--quick", action="store_true", help="toy scale (a CI check of the whole path)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data, pretraining and probes")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat over N seeds (--seed .. --seed+N-1), each in OUT/seed-<s>/, and report mean +- sd "
+                        "over seeds with the paired per-seed results (default 1: one run in OUT)")
     p.set_defaults(func=lambda a: _run_demo_command(name, a))
 
 
 def _run_demo_command(name: str, a) -> int:
     try:
+        if a.seeds != 1:
+            return demo_seeds.run_seeds(name, a.out, main, quick=a.quick, seed=a.seed, seeds=a.seeds)
         return getattr(demo, f"run_{name}")(a.out, main, quick=a.quick, seed=a.seed)
     except demo.DemoStepError as e:
         print(f"unisurg {name}: error: {e}", file=sys.stderr)

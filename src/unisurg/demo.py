@@ -10,10 +10,13 @@ report lists those exact commands, so each number can be reproduced by hand:
 4. ``unisurg pretrain`` the same small encoder twice: the UniSurg objective and plain V-JEPA;
 5. ``unisurg bench``: attentive probes on the frozen UniSurg, V-JEPA and untrained (random init,
    same architecture and seed) encoders, synthetic phase recognition, selected on validation;
-6. the report: ``report.md``, the table with bootstrap CIs, loss curves, phase ribbons, ``numbers.json``.
+6. the report: ``report.md``, the table with bootstrap CIs, the paired comparisons of the models on the
+   same test videos (``unisurg.evaluation.paired``; they decide what the report claims), loss curves,
+   phase ribbons, ``numbers.json``.
 
 Steps whose output exists are reused (the commands are idempotent), so an interrupted demo resumes.
-``ablate`` runs the same pipeline with each UniSurg component switched off in turn.
+``ablate`` runs the same pipeline with each UniSurg component switched off in turn. ``--seeds N``
+repeats either over N seeds (``unisurg.demo_seeds``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from unisurg.evaluation.paired import markdown_table as paired_table
+from unisurg.evaluation.paired import sentence as paired_sentence
+from unisurg.evaluation.paired_report import families, per_unit_rows
 from unisurg.train.logs import read_jsonl
+
+PAIRED_METRICS = ("f1", "accuracy", "jaccard")  # one Holm family each; F1 is the one the report's sentences state
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,17 @@ def margin(rows: list[dict], a: str, b: str, metric: str = "f1") -> dict:
             "ci_separated": ra["ci_low"] > rb["ci_high"]}
 
 
+def paired_results(results: dict, pairs: list[tuple[str, str]], bootstrap_n: int) -> dict:
+    """The paired comparisons of the demo's table (``numbers.json["paired"]``): per metric of
+    :data:`PAIRED_METRICS` one Holm family of ``pairs`` (labels), and the per-video rows they came from."""
+    runs = per_unit_rows(results, "synthetic")
+    per_unit = {lab: run["honest"]["per_unit"] for lab, run in runs.items()}
+    out = families(per_unit, pairs, PAIRED_METRICS, n_resamples=bootstrap_n,
+                   seed=next(iter(runs.values()))["config"]["report"]["bootstrap_seed"])
+    out["per_unit"] = {lab: [{k: r[k] for k in ("video", *PAIRED_METRICS)} for r in rows] for lab, rows in per_unit.items()}
+    return out
+
+
 def loss_curves(runs: dict[str, Path], png: Path) -> None:
     import matplotlib
 
@@ -255,7 +274,7 @@ def loss_curves(runs: dict[str, Path], png: Path) -> None:
 
 
 def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str, Path], *, title: str,
-                 comparisons: list[dict], report_name: str) -> Path:
+                 comparisons: list[dict], report_name: str, paired: dict) -> Path:
     rep = p.out / report_name
     rep.mkdir(parents=True, exist_ok=True)
     loss_curves(runs, rep / "loss_curves.png")
@@ -263,7 +282,7 @@ def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str,
     for f in ribbons:
         shutil.copy2(f, rep / f.name)
     numbers = {"title": title, "scale": asdict(p.scale), "seed": p.seed, "rows": rows, "comparisons": comparisons,
-               "timings_s": p.timings, "commands": [c for _, c in p.commands]}
+               "paired": paired, "timings_s": p.timings, "commands": [c for _, c in p.commands]}
     (rep / "numbers.json").write_text(json.dumps(numbers, indent=1))
     (rep / "table.md").write_text(table_md(rows) + "\n")
     md = [f"# {title}", "",
@@ -273,10 +292,11 @@ def write_report(p: Pipeline, bench_out: Path, rows: list[dict], runs: dict[str,
           "is chosen on the validation videos and reported on the test videos.", "",
           "## Results (test videos; probe selected on validation)", "",
           "Mean over test videos, with 95% bootstrap CIs over videos, in percent.", "", table_md(rows), ""]
-    for c in comparisons:
-        verdict = "the confidence intervals do not overlap" if c["ci_separated"] else "the confidence intervals overlap"
-        md.append(f"- {c['a']} vs {c['b']}: {c['metric']} {100 * c['difference']:+.1f} points; {verdict}.")
-    md += ["", "Paper-style numbers (best probe chosen on the test split, as the authors' release does; "
+    md += ["## Paired comparisons (the same test videos scored for every model)", "", paired["rule"] + " The "
+           "comparisons of each metric form one Holm family; differences in percent points.", ""]
+    md += [f"- {paired_sentence(r, unit_name='test video')}" for r in paired["families"]["f1"]]
+    md += ["", paired_table([r for m in PAIRED_METRICS for r in paired["families"][m]]), ""]
+    md += [ "Paper-style numbers (best probe chosen on the test split, as the authors' release does; "
            "optimistic, for comparison only):", "", table_md(rows, "paper_style"), "",
            "## Training curves", "", "![loss curves](loss_curves.png)", "",
            "## Phase ribbons (test videos: ground truth above each model's predictions)", ""]
@@ -310,12 +330,12 @@ def _run(out: Path, variants: dict[str, list[str]], *, quick: bool, seed: int, r
     order = [LABELS.get(n, n) for n in variants] + ([LABELS["random"]] if with_random else [])
     rows = result_rows(results, order)
     comps = [margin(rows, LABELS[a], LABELS[b]) for a, b in comparisons]
+    paired = paired_results(results, [(LABELS[a], LABELS[b]) for a, b in comparisons], scale.bootstrap_n)
     report = write_report(p, bench_out, rows, {n: p.runs / n for n in variants}, title=title, comparisons=comps,
-                          report_name=report_name)
+                          report_name=report_name, paired=paired)
     _say(f"table (test, honest):\n{table_md(rows)}")
-    for c in comps:
-        _say(f"{c['a']} vs {c['b']}: F1 {100 * c['difference']:+.1f} points, CIs "
-             f"{'separated' if c['ci_separated'] else 'overlap'}")
+    for r in paired["families"]["f1"]:
+        _say(paired_sentence(r, unit_name="test video"))
     _say(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
     return 0
 

@@ -87,7 +87,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark frozen backbones by attentive probing (tables, figures)",
                               description="Extract (or reuse) frozen features, train the lr x wd grid of probes, "
                                           "select on validation, report test metrics with bootstrap CIs; reruns "
-                                          "into the same --out merge into one table.")
+                                          "into the same --out merge into one table; backbones sharing a test "
+                                          "split get paired comparisons (paired.md, paired.json).")
     _common_data(p, required=False)  # checked in run_bench (not needed with --explain)
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
     p.add_argument("--protocol", default="unisurg",

@@ -57,6 +57,7 @@ from unisurg.evaluation.head_selection import (
     select_probe,
 )
 from unisurg.evaluation.official_probe import official_heads
+from unisurg.evaluation.paired_report import write_paired
 from unisurg.evaluation.probe import ProbeSpec, build_probe
 from unisurg.evaluation.probe_training import (
     TrainHistory,
@@ -575,6 +576,7 @@ def run_benchmark(backbones: list, dataset: str, root=None, *, split_scheme: str
             write_json_atomic(out_dir / RESULTS_NAME, results)
 
             write_tables(results, out_dir)
+            write_paired(results, out_dir)  # backbones sharing a test split: paired.json / paired.md
     if out_dir is not None:
         write_protocol_record(cfg, out_dir)
     if out_dir is not None and cfg.report.figures:
