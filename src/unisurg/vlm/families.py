@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from unisurg.device import DeviceError, resolve_device
+
 
 class ModelLoadError(RuntimeError):
     """A model folder that is not a supported VLM checkpoint (the message says what was found)."""
@@ -142,9 +144,10 @@ def load_processor(model_dir: Path, family: Family):
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     """``auto``: CUDA when present; bf16 on GPU, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device={device!r} but CUDA is not available")
+    try:
+        dev = resolve_device(device)
+    except DeviceError as e:
+        raise ModelLoadError(str(e)) from None
     table = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if dtype == "auto":
         return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
