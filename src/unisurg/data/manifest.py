@@ -102,17 +102,29 @@ class Manifest:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            cols = ", ".join(f"{n} {_TYPES.get(n, 'TEXT')}" for n in _FIELDS)
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS videos ({cols})")
-            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self.conn.execute("CREATE INDEX IF NOT EXISTS videos_source ON videos(source)")
-            self.conn.commit()
+            deadline = time.monotonic() + 30.0
+            while True:  # two writers creating one store: the switch to WAL ignores the busy timeout
+                try:
+                    self._create_schema()
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    self.conn.rollback()
+                    time.sleep(0.05)
         try:
             self.conn.execute("SELECT 1 FROM videos LIMIT 1")
         except sqlite3.DatabaseError as e:
             raise ManifestError(f"{self.path}: not a readable manifest ({e})") from None
+
+    def _create_schema(self) -> None:
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        cols = ", ".join(f"{n} {_TYPES.get(n, 'TEXT')}" for n in _FIELDS)
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS videos ({cols})")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS videos_source ON videos(source)")
+        self.conn.commit()
 
     def close(self) -> None:
         self.conn.close()
