@@ -279,3 +279,23 @@ def yaml_presets(kind: str) -> dict[str, dict]:
     ``{name: resolved dict}``. A preset may start from another with ``base: NAME`` (nested mappings merged);
     users copy a file, change it, and pass its path to the command's ``--config``."""
     return copy.deepcopy(_presets_of(kind))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(saved: dict, current: dict, may_change=frozenset(), ignore_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (what a resume must refuse), except the keys
+    in ``may_change`` and those under ``ignore_prefixes``."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted((set(a) | set(b)) - set(may_change))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
+            if not k.startswith(ignore_prefixes) and a.get(k) != b.get(k)]

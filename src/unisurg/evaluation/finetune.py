@@ -109,7 +109,7 @@ from unisurg.train.optim import (
     layer_decay_groups,
     set_hyperparams,
 )
-from unisurg.typed_config import ConfigError, to_dict
+from unisurg.typed_config import ConfigError, config_differences, to_dict
 
 STATE_WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
@@ -150,21 +150,6 @@ class _Indexed(Dataset):
 # -- config checks --------------------------------------------------------------------------------
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted((set(a) | set(b)) - RESUME_MAY_CHANGE)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -310,7 +295,7 @@ class Finetuner:
         state = torch.load(path / ckpt.STATE_NAME, map_location="cpu", weights_only=True)
         if state.get("format") != ckpt.STATE_FORMAT or state.get("kind") != "finetune":
             raise ConfigError(f"{path}: not a fine-tuning checkpoint of this version")
-        diffs = config_differences(state["config"], to_dict(self.cfg))
+        diffs = config_differences(state["config"], to_dict(self.cfg), RESUME_MAY_CHANGE)
         diffs += [f"{k}: {state['identity'].get(k)!r} -> {v!r}" for k, v in self._identity().items()
                   if state["identity"].get(k) != v]
         if diffs:

@@ -54,7 +54,7 @@ from unisurg.train.steps import (
     StepConfig,
     train_step,
 )
-from unisurg.typed_config import ConfigError, to_dict
+from unisurg.typed_config import ConfigError, config_differences, to_dict
 
 # config keys a resumed run may change (they do not alter the trajectory; checkpoints hold full,
 # unsharded state, so DDP <-> FSDP2 may change too)
@@ -78,22 +78,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # the logged records of this process (rank 0)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys (dotted) whose values differ between two config dicts, except those a resume may change."""
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted((set(a) | set(b)) - RESUME_MAY_CHANGE)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not k.startswith("init.") and a.get(k) != b.get(k)]
 
 
 @dataclass
@@ -246,7 +230,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         student_sd, target_sd, state = ckpt.read_checkpoint(path, verify=not self.resume_checked)
-        diffs = config_differences(state["config"], to_dict(self.cfg))
+        diffs = config_differences(state["config"], to_dict(self.cfg), RESUME_MAY_CHANGE, ignore_prefixes=("init.",))
         if diffs:
             raise ConfigError(f"--resume: the config differs from the one {path} was trained with:\n  "
                               + "\n  ".join(diffs)
@@ -380,4 +364,4 @@ def print_config(cfg: PretrainConfig, file=sys.stdout) -> None:
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), file=file, end="")
 
 
-__all__ = ["Trainer", "TrainResult", "train", "build_models", "config_differences", "print_config"]
+__all__ = ["Trainer", "TrainResult", "train", "build_models", "print_config"]
