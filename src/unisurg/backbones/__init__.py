@@ -12,4 +12,6 @@ SavedModel folders (``saved_model_inference``, read by the repository with ``tf.
 ``backbone(x)[1]``), not as JAX/flax parameter files, and the repository holds no model definition. A loader needs
 the variable names stored in such a folder (``variables/variables.index``, a TF tensor bundle) to map them onto
 the ViT, and the meaning of the graph's output 1; neither can be known without one of the released files.
+SurgMotion's adapter (``endossl_adapter.py`` @0e5c678) is no reference: it only looks for ``.pth``/``.pt``/``.ckpt``
+files in the folder and, finding none in a SavedModel, probes a randomly initialised ViT-L.
 """
