@@ -22,6 +22,9 @@ optimizer step, each zero_grad). Steps alternate (ours, official, official, ours
 medians are compared; on a 1-thread CPU run the clock is the process's CPU time (see
 ``hardware_limit.py``). Both sides also report the counted FLOPs of a step and the achieved
 FLOP/s as a fraction of the machine's matmul rate measured in the same run.
+With ``--cpu-bf16`` (CPU) both also run under bf16 autocast (ours: ``train.amp_cpu=true``), so one run
+gives ours in bf16 against the official loop as it runs on a CPU (fp32: its ``torch.cuda.amp.autocast``
+does nothing there) and against the official loop forced into the same CPU bf16 autocast.
 
 ``flop_model``: FLOPs counted by ``torch.utils.flop_counter`` (on the meta device, so no real
 arithmetic) for the paper's sizes: ViT-L and ViT-g on 64 frames at 256 px (8192 tokens), ViT-L
@@ -35,7 +38,7 @@ probe already saturates, P probes cost P times one; only the frozen forward is s
 
     python benchmarks/probe_heads.py                                   # CPU-sized, 1 thread
     python benchmarks/probe_heads.py --tokens 256 --dim 256 --heads 16 --vjepa2-path /tmp/vjepa2 \
-        --no-loop --no-flop-model                                      # against the official loop
+        --no-loop --no-flop-model --no-cached --cpu-bf16               # against the official loop
     python benchmarks/probe_heads.py --backbone large --bb-width 256 --frames 16 --res 64
     python benchmarks/probe_heads.py --device cuda --tokens 8192 --dim 1024 --heads 16 --bf16 \\
         --backbone large --frames 64 --res 256
@@ -86,7 +89,7 @@ def _time(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def official_loop_step(a, x: torch.Tensor, y: torch.Tensor, dev: torch.device):
+def official_loop_step(a, x: torch.Tensor, y: torch.Tensor, dev: torch.device, bf16: bool):
     """The official frozen-eval loop over ``a.probes`` V-JEPA 2 ``AttentiveClassifier``s (one AdamW each)."""
     put_official_on_path(a.vjepa2_path, a.vjepa2_shims)
     from src.models.attentive_pooler import AttentiveClassifier  # the official module, imported from the checkout
@@ -99,7 +102,7 @@ def official_loop_step(a, x: torch.Tensor, y: torch.Tensor, dev: torch.device):
     crit = torch.nn.CrossEntropyLoss()
 
     def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             outs = [h(x) for h in heads]
         losses = [crit(o.float(), y) for o in outs]
         for loss in losses:
@@ -215,6 +218,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    ap.add_argument("--cpu-bf16", action="store_true",
+                    help="with --vjepa2-path on CPU: also time ours and the official loop under CPU bf16 autocast")
     ap.add_argument("--no-loop", action="store_true", help="skip the P-module loop reference")
     ap.add_argument("--no-cached", action="store_true", help="skip the cached one / batched / loop timings")
     ap.add_argument("--no-flop-model", action="store_true", help="skip the paper-size FLOP table")
@@ -248,17 +253,22 @@ def main() -> None:
     if a.vjepa2_path is not None:
         if a.width not in (None, a.dim):
             raise SystemExit("--vjepa2-path: the official probe has no input projection; leave --width unset")
-        mp = MultiProbe(spec, a.probes).to(dev)
-        ours = _step_fn(mp, BatchedAdamW(mp, [1e-3] * a.probes, [0.05] * a.probes), lambda: x, y)
+        def ours_step_fn(bf16: bool):
+            mp = MultiProbe(spec, a.probes).to(dev)
+            ours = _step_fn(mp, BatchedAdamW(mp, [1e-3] * a.probes, [0.05] * a.probes), lambda: x, y)
 
-        def ours_step():
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
-                ours()
-        official = official_loop_step(a, x, y, dev)
-        med = interleaved_medians({"ours": ours_step, "official": official}, a.steps, a.warmup, dev)
+            def step():
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    ours()
+            return step
+        fns = {"ours": ours_step_fn(a.bf16), "official": official_loop_step(a, x, y, dev, a.bf16)}
+        cpu_bf16 = a.cpu_bf16 and dev.type == "cpu" and not a.bf16
+        if cpu_bf16:  # the same two steps under CPU bf16 autocast (ours: train.amp_cpu=true)
+            fns.update(ours_bf16=ours_step_fn(True), official_bf16=official_loop_step(a, x, y, dev, True))
+        med = interleaved_medians(fns, a.steps, a.warmup, dev)
         peak = matmul_flops_per_s(dev, torch.bfloat16 if a.bf16 else torch.float32)
-        f_ours = count_flops(ours_step)[0]
-        f_off = count_flops(official)[0]
+        f_ours = count_flops(fns["ours"])[0]
+        f_off = count_flops(fns["official"])[0]
         report["official"] = {
             "tokens": a.tokens, "dim": a.dim,
             "clock": "process CPU time" if clock(dev) is time.process_time else "wall",
@@ -268,6 +278,16 @@ def main() -> None:
             "ours_limit": limit_report(f_ours, med["ours"], peak),
             "official_limit": limit_report(f_off, med["official"], peak),
         }
+        if cpu_bf16:
+            peak16 = matmul_flops_per_s(dev, torch.bfloat16)
+            report["official"].update({
+                "step_s_ours_bf16": round(med["ours_bf16"], 4), "step_s_official_loop_bf16": round(med["official_bf16"], 4),
+                # the official eval wraps its step in torch.cuda.amp.autocast, inactive on CPU: it runs fp32 there
+                "ratio_ours_bf16_over_official_as_it_runs_on_cpu": round(med["ours_bf16"] / med["official"], 3),
+                "ratio_ours_bf16_over_official_bf16": round(med["ours_bf16"] / med["official_bf16"], 3),
+                "ours_bf16_limit": limit_report(f_ours, med["ours_bf16"], peak16),
+                "official_bf16_limit": limit_report(f_off, med["official_bf16"], peak16),
+            })
 
     if a.backbone:
         overrides = {k: v for k, v in (("embed_dim", a.bb_width), ("num_heads", a.bb_heads)) if v is not None}

@@ -302,3 +302,41 @@ def test_probes_learn_a_separable_toy_task():
     acc = (m(x).argmax(-1) == y).float().mean(dim=1)
     assert acc[0] > 0.95  # a sensible lr learns
     assert acc[1] < acc[0]  # a tiny lr barely moves: the per-probe lr is applied
+
+
+def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64():
+    """``train.amp_cpu``: under CPU bf16 autocast the stacked linears run in bf16, the attention in fp32
+    (``probe_layers.attention``), and outputs / gradients stay within bf16 rounding of the float64 reference."""
+    from unisurg.evaluation.bench_config import BenchConfig
+    from unisurg.evaluation.probe_layers import attention
+    from unisurg.evaluation.probe_training import _autocast
+
+    torch.manual_seed(0)
+    P, B, N, D, K = 3, 2, 16, 32, 5
+    multi = MultiProbe(ProbeSpec("attentive", D, K, D, depth=3, heads=4), P, seed=2)
+    x = torch.randn(B, N, D)
+    y = torch.randint(0, K, (B,))
+    tc = BenchConfig().train
+    assert not _autocast(torch.device("cpu"), tc)._enabled  # off by default: CPU results stay fp32
+    tc.amp_cpu = True
+    seen = []
+    hook = multi.blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with _autocast(torch.device("cpu"), tc):
+        out = multi(x)
+    hook.remove()
+    assert seen == [torch.bfloat16]
+    F.cross_entropy(out.float().flatten(0, 1), y.repeat(P)).backward()
+    ref = MultiProbe(multi.spec, P, seed=2).double()
+    ref.load_state_dict(multi.state_dict())
+    ref_out = ref(x.double())
+    F.cross_entropy(ref_out.flatten(0, 1), y.repeat(P)).backward()
+    torch.testing.assert_close(out.double(), ref_out, rtol=0.05, atol=0.05)
+    for (n, a), (_, b) in zip(multi.named_parameters(), ref.named_parameters()):
+        scale = b.grad.abs().max().item() + 1e-12
+        assert (a.grad.double() - b.grad).abs().max().item() <= 0.05 * scale, n
+    # the attention helper: bf16 in, fp32 arithmetic, bf16 out
+    q, k, v = (torch.randn(2, 4, 16, 8).bfloat16() for _ in range(3))
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q, k, v)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)

@@ -42,8 +42,11 @@ class TrainHistory:
     seconds: float = 0.0
 
 
-def _autocast(device: torch.device, amp: bool, dtype: str = "bfloat16"):
-    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp and device.type == "cuda")
+def _autocast(device: torch.device, tc):
+    """The probes' autocast: ``train.amp_dtype`` on CUDA; bfloat16 on CPU with ``train.amp_cpu``; else off."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=getattr(torch, tc.amp_dtype), enabled=tc.amp)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and tc.amp_cpu and device.type == "cpu")
 
 
 def grad_scaler(device: torch.device, tc):
@@ -102,7 +105,7 @@ def train_probes(probe: torch.nn.Module, inputs: Dataset, task, split: SplitData
             if encoder is not None:
                 x = encoder(x)
             opt.set_factor(cosine_factor(step + offset, total, warmup))
-            with _autocast(device, tc.amp, tc.amp_dtype):
+            with _autocast(device, tc):
                 out = probe(x)
             per_probe = task.loss(out, y)
             opt.zero_grad()
@@ -136,7 +139,7 @@ def collect_outputs(probe: torch.nn.Module, inputs: Dataset, task, split: SplitD
     parts = []
 
     for x, idx in tqdm(loader, desc=f"evaluate {split.name}", disable=not progress):
-        with _autocast(device, cfg.train.amp, cfg.train.amp_dtype):
+        with _autocast(device, cfg.train):
             out = probe(x.to(device, non_blocking=True))
         parts.append(task.collect(out.float(), split, idx.numpy()))
     return np.concatenate(parts, axis=1)
