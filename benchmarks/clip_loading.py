@@ -9,7 +9,9 @@ the default short side), then measures, single process, one thread:
   * dataset: ``ClipDataset[i]`` end to end (read from the pack, decode, crop, flip, to float,
     normalise) -> ``float32 [C, T, H, W]``;
   * loader: a DataLoader with 1 worker (adds worker IPC of the batches), clips/s after its first
-    batch (the worker's start-up is paid once per epoch, not per clip).
+    batch (the worker's start-up is paid once per epoch, not per clip); the uint8 loader with the
+    batch ring (``reuse_batch_memory=True``, the pretraining loader's setting) and without it (a
+    fresh shared-memory batch per step, as ``default_collate``).
 Prints JSON with clips/s of each (best of the repeats), the ratios of the bests, and the median
 over repeats of each pass's rate against the bare rate measured around it (target >= 0.8).
 """
@@ -74,29 +76,31 @@ def main() -> None:
                 t["dataset_uint8"] += t3 - t2
             return {k: len(order) / v for k, v in t.items()}
 
-        def loader(d):
+        def loader(d, ring=True):
             """Steady-state clips/s after the first batch (worker start-up, paid once per epoch, excluded)."""
             sub = torch.utils.data.Subset(d, order)
-            dl = make_loader(sub, batch_size=args.batch, workers=1, drop_last=False)
+            dl = make_loader(sub, batch_size=args.batch, workers=1, drop_last=False, reuse_batch_memory=ring)
             it = iter(dl)
             next(it)
             t = time.perf_counter()
             n = sum(b.shape[0] for b in it)
             return n / (time.perf_counter() - t)
 
-        runs = {"bare": [], "dataset": [], "dataset_uint8": [], "loader_1_worker": [], "loader_1_worker_uint8": []}
+        runs = {"bare": [], "dataset": [], "dataset_uint8": [], "loader_1_worker": [], "loader_1_worker_uint8": [],
+                "loader_1_worker_uint8_no_ring": []}
         for _ in range(args.repeats):
             for k, v in interleaved().items():
                 runs[k].append(v)
             runs["loader_1_worker"].append(loader(ds))
             runs["loader_1_worker_uint8"].append(loader(ds_u8))
+            runs["loader_1_worker_uint8_no_ring"].append(loader(ds_u8, ring=False))
         best = {k: max(v) for k, v in runs.items()}
         # paired: each loader pass against the bare rate measured around it (the passes before and after),
         # the median over repeats -- robust to load swings on a shared machine, unlike best-of ratios
         bare = runs["bare"]
         around = [(bare[r] + bare[min(r + 1, len(bare) - 1)]) / 2 for r in range(len(bare))]
         paired = {k: statistics.median(v / b for v, b in zip(runs[k], around))
-                  for k in ("dataset_uint8", "loader_1_worker", "loader_1_worker_uint8")}
+                  for k in ("dataset_uint8", "loader_1_worker", "loader_1_worker_uint8", "loader_1_worker_uint8_no_ring")}
         h, w = ds.store.records[0].height, ds.store.records[0].width
         print(json.dumps({
             "benchmark": "clip_loading", "frames": args.frames, "crop": args.crop, "stored_frame": f"{w}x{h}",
@@ -106,6 +110,7 @@ def main() -> None:
             "ratio_dataset_uint8_vs_bare_decode": best["dataset_uint8"] / best["bare"],
             "ratio_loader_vs_bare_decode": best["loader_1_worker"] / best["bare"],
             "ratio_loader_uint8_vs_bare_decode": best["loader_1_worker_uint8"] / best["bare"],
+            "ratio_loader_uint8_no_ring_vs_bare_decode": best["loader_1_worker_uint8_no_ring"] / best["bare"],
             "paired_median_ratio_vs_bare_decode": paired,
             "target": ">= 0.8",
         }, indent=1))

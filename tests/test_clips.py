@@ -95,3 +95,29 @@ def test_uint8_output_normalised_on_device_equals_float_output(store):
     torch.testing.assert_close(normalize_batch(xu), xf, rtol=0, atol=1e-5)
     batches = list(make_loader(u, batch_size=2, workers=1))  # channels-last views survive worker IPC
     torch.testing.assert_close(normalize_batch(batches[0]), xf[:2], rtol=0, atol=1e-5)
+
+
+def test_batch_ring_gives_the_same_batches_and_reuses_its_memory(store):
+    """make_loader(reuse_batch_memory=True): the same uint8 batches as in-process, over two epochs, in at most
+    workers x slots buffers of the trainer process; a batch kept past its slot's reuse is an error, not garbage."""
+    from unisurg.data.clips import stack_clips
+
+    u = ClipDataset(store, ClipSpec(frames=4, crop=32, flip=True, stride=4, output="uint8"), seed=5)
+    n = len(u)
+    assert n >= 24
+    want = [stack_clips([u[i] for i in range(k, min(k + 2, n))]).contiguous() for k in range(0, n, 2)]
+    loader = make_loader(u, batch_size=2, workers=2, drop_last=False, prefetch_factor=2, reuse_batch_memory=True)
+    storages = set()
+    for _ in range(2):  # new workers each epoch: their rings start over
+        got = 0
+        for b, w in zip(loader, want):
+            assert b.dtype == torch.uint8 and torch.equal(b.contiguous(), w)
+            storages.add(b.untyped_storage().data_ptr())
+            got += 1
+        assert got == len(want)
+    assert len(storages) <= 2 * 2 * (2 + 3)  # workers x epochs x slots: memory reused, not allocated per batch
+    assert len(storages) < 2 * len(want)
+    with pytest.raises(RuntimeError, match="still referenced"):
+        list(loader)  # keeps every batch: the first slot comes back while its batch is still held
+    kept = list(make_loader(u, batch_size=2, workers=2, drop_last=False))  # no ring: batches may be kept
+    assert all(torch.equal(b.contiguous(), w) for b, w in zip(kept, want))

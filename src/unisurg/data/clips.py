@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from unisurg.data.batch_ring import RingCollate, ring_buffer
 from unisurg.data.store import FrameStore, StoreError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -171,6 +172,9 @@ def _batch_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     trainer process copies nothing more (as ``default_collate`` does)."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
+    reused = ring_buffer(shape, like.dtype) if like.device.type == "cpu" else None
+    if reused is not None:  # make_loader's RingCollate: a slot of this worker's ring, already shared and mapped
+        return reused
     numel = math.prod(shape)
     storage = like.untyped_storage()._new_shared(numel * like.element_size(), device=like.device)
     return torch.empty(0, dtype=like.dtype, device=like.device).set_(storage).view(shape)
@@ -215,9 +219,19 @@ def resize_short_side(frames: torch.Tensor, short: int) -> torch.Tensor:
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, sampler=None, workers: int = 0, collate_fn=None,
-                drop_last: bool = True, pin_memory: bool = False, prefetch_factor: int = 2) -> DataLoader:
-    """A DataLoader with the settings that matter for throughput (workers, pinning, prefetch)."""
-    kw = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn or stack_clips,
+                drop_last: bool = True, pin_memory: bool = False, prefetch_factor: int = 2,
+                reuse_batch_memory: bool = False) -> DataLoader:
+    """A DataLoader with the settings that matter for throughput (workers, pinning, prefetch).
+
+    With workers, ``reuse_batch_memory`` has them stack uint8 clips into a ring of shared buffers
+    (:mod:`unisurg.data.batch_ring`): no shared memory allocated per batch, but a batch's memory is
+    overwritten ``prefetch_factor + 3`` batches of its worker later, so only a loop that uses each batch
+    and drops it (a training loop) should ask for it.
+    """
+    collate = collate_fn or stack_clips
+    if workers > 0 and reuse_batch_memory:
+        collate = RingCollate(collate, slots=prefetch_factor + 3)
+    kw = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
               drop_last=drop_last, pin_memory=pin_memory, shuffle=False if sampler is not None else None)
     if workers > 0:
         kw.update(prefetch_factor=prefetch_factor, persistent_workers=False)

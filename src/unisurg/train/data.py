@@ -157,5 +157,5 @@ def build_data(cfg: PretrainConfig, info: DistInfo) -> TrainData:
                                   world=info.world)
     loader = make_loader(dataset, batch_size=per_rank, sampler=sampler, workers=d.workers, collate_fn=collator,
                          drop_last=True, pin_memory=d.pin_memory and info.device.type == "cuda",
-                         prefetch_factor=d.prefetch_factor)
+                         prefetch_factor=d.prefetch_factor, reuse_batch_memory=True)  # one step per batch
     return TrainData(dataset, sampler, collator, loader, video_ids, per_rank, ipe, grid)
