@@ -251,3 +251,26 @@ def test_store_settings_mismatch_is_an_error(tmp_path):
 def test_missing_store_error_names_the_fix(tmp_path):
     with pytest.raises(StoreError, match="unisurg ingest"):
         FrameStore(tmp_path / "nothing")
+
+
+def test_a_moved_folder_is_not_ingested_twice(tmp_path, capsys):
+    """The same bytes under a new path (a moved folder, one video in two datasets) are not stored again; a
+    different file of the same size is."""
+    a = write_video(tmp_path / "old" / "v0.mp4", n_frames=30, fps=25, size=(64, 96), seed=0)
+    store = tmp_path / "store"
+    assert ingest(_items([a]), store, IngestParams(fps=5), progress=False).done == ["ds/v0"]
+    moved = tmp_path / "new" / "v0.mp4"
+    moved.parent.mkdir()
+    shutil.copy(a, moved)
+    other = tmp_path / "new" / "v1.mp4"
+    data = bytearray(a.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    other.write_bytes(bytes(data))
+    s = ingest(_items([moved, other], dataset="other"), store, IngestParams(fps=5), progress=False)
+    assert s.duplicates == [(str(moved.resolve()), "ds/v0")]
+    assert len(s.done) + len(s.failed) == 1  # the other file was ingested (or failed to decode): not a duplicate
+    sources = [Path(r.source) for r in Manifest(store / "manifest.sqlite", readonly=True).records()]
+    assert moved.resolve() not in sources and other.resolve() in sources
+    cli_main(["ingest", str(moved.parent), "--out", str(store), "--fps", "5", "--quiet"])
+    out = capsys.readouterr()
+    assert "1 file(s) with the same bytes as a stored video" in out.out + out.err and "= ds/v0" in out.out + out.err

@@ -102,6 +102,7 @@ class IngestSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, error)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (source, id of the stored video with its bytes)
     seconds: float = 0.0
 
     @property
@@ -287,6 +288,28 @@ def _up_to_date(row: VideoRecord | None, item: IngestItem, root: Path) -> bool:
     return (row.size_bytes, row.mtime_ns) == (st.st_size, st.st_mtime_ns) and (root / row.pack).exists()
 
 
+class _ContentIndex:
+    """The store's ok videos by size, to recognise a new path holding a stored video's exact bytes.
+
+    Ingesting a moved or copied folder again would otherwise store every video twice (new paths, new ids),
+    and pretraining would weigh them double. Only a file whose size matches a stored one is hashed.
+    """
+
+    def __init__(self, rows, root: Path):
+        self.by_size: dict[int, list[VideoRecord]] = {}
+        for r in rows:
+            if r.status == "ok" and r.sha256 and r.size_bytes and r.pack and (root / r.pack).exists():
+                self.by_size.setdefault(r.size_bytes, []).append(r)
+
+    def find(self, source: Path) -> str | None:
+        try:
+            rows = self.by_size.get(source.stat().st_size)
+            digest = _sha256(source) if rows else None
+        except OSError:
+            return None  # unreadable: ingest reports it
+        return next((r.id for r in rows or () if r.sha256 == digest), None)
+
+
 def _ingest_readonly(items: list[IngestItem], root: Path, params: IngestParams, force: bool) -> IngestSummary:
     """A store that may not be written: fine when it already holds every input, else a clear error."""
     t0 = time.perf_counter()
@@ -376,10 +399,13 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
             raise _manifest_write_error(root, e, "prepare the store") from None
         _clean_temp_files(root)
         todo: deque[IngestItem] = deque()
+        same_bytes = _ContentIndex(existing.values(), root)
         for item in items:  # fast path without a transaction: the unchanged videos of a rerun
             old = existing.get(str(item.source))
             if not force and _up_to_date(old, item, root):
                 summary.skipped.append(old.id)
+            elif old is None and (twin := same_bytes.find(item.source)) is not None:
+                summary.duplicates.append((str(item.source), twin))
             else:
                 todo.append(item)
 
@@ -467,6 +493,12 @@ def ingest(items: list[IngestItem], store_root: str | Path, params: IngestParams
 def format_summary(summary: IngestSummary) -> str:
     lines = [f"ingested {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
              f"failed {len(summary.failed)} in {summary.seconds:.1f}s"]
+    if summary.duplicates:
+        lines.append(f"  not ingested: {len(summary.duplicates)} file(s) with the same bytes as a stored video "
+                     "(a moved folder, or one video in two datasets):")
+        lines += [f"    {src} = {vid}" for src, vid in summary.duplicates[:10]]
+        if len(summary.duplicates) > 10:
+            lines.append(f"    ... ({len(summary.duplicates)} in all)")
     for src, err in summary.failed:
         lines.append(f"  FAILED {src}: {err}")
     return "\n".join(lines)

@@ -170,6 +170,7 @@ def build_store(media: Iterable[tuple[Path, float | None]], cache_dir: Path, dat
     # a read-only store must already hold every folder: checked below with the videos
     store = FrameStore(root)
     ids = {r.source: r.id for r in store.records}
+    ids.update({src: vid for src, vid in summary.duplicates if src not in ids})  # same bytes: one copy of the frames
     lost = [k for k in items if k not in ids]
     if lost:
         raise StoreError(f"{root}: media not in the store after ingest: {', '.join(lost[:5])}")
