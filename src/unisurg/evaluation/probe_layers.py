@@ -112,14 +112,19 @@ def _merge_heads(x: torch.Tensor, P: int) -> torch.Tensor:
     return x.transpose(1, 2).reshape(P, PB // P, N, H * dh)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA; on CPU, bfloat16 inputs are attended in float32 and the output cast back.
+# up to this many keys, bf16 attention on CPU runs in fp32 (below)
+CPU_FP32_ATTENTION_MAX_KEYS = 768
 
-    PyTorch's CPU flash-attention kernel is slower in bf16 than in fp32 at the probes' head sizes (on this
-    project's AVX512-BF16 CPU, forward + backward at 16 heads of 16 over 256 tokens: 0.52 s vs 0.32 s), while the
-    probes' matmuls are 3-5x faster in bf16; so under CPU autocast only the attention stays in fp32.
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA; on CPU, bfloat16 inputs over at most ``CPU_FP32_ATTENTION_MAX_KEYS`` keys are attended in float32.
+
+    PyTorch's CPU flash-attention kernel is slower in bf16 than in fp32 over short sequences at the probes'
+    head size (this project's AVX512-BF16 CPU, forward + backward, 80 sequences x 16 heads of 16: 256 tokens
+    0.50 s vs 0.30 s, 512 tokens 1.56 s vs 1.24 s, but 1024 tokens 4.05 s vs 4.46 s), while the probes' matmuls
+    are 3-5x faster in bf16; so under CPU autocast short attentions stay in fp32.
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[-2] <= CPU_FP32_ATTENTION_MAX_KEYS:
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(torch.bfloat16)
     return F.scaled_dot_product_attention(q, k, v)
