@@ -186,7 +186,8 @@ def stack_clips(clips: list[torch.Tensor]) -> torch.Tensor:
     Clips whose channels are innermost in memory (``output="uint8"``: views of the crop in the
     decoded frames) are copied once each into a ``[B, T, H, W, C]`` batch (shared memory in a
     worker), returned as a ``[B, C, T, H, W]`` view of it; the transposition then happens on the
-    device, inside ``normalize_batch``, where it is free.
+    device, inside ``normalize_batch``, where it is free. Other clips (float) are stacked into the same
+    kind of buffer (shared memory in a worker, a ring slot with ``reuse_batch_memory``).
     """
     if all(c.dim() == 4 and c.stride(0) == 1 for c in clips):
         shapes = {tuple(c.shape) for c in clips}
@@ -196,6 +197,8 @@ def stack_clips(clips: list[torch.Tensor]) -> torch.Tensor:
         out = _batch_buffer((len(clips), *c0.shape), c0)
         torch.stack([c.permute(1, 2, 3, 0) for c in clips], out=out)
         return out.permute(0, 4, 1, 2, 3)
+    if clips and all(c.shape == clips[0].shape and c.dtype == clips[0].dtype for c in clips):
+        return torch.stack(clips, out=_batch_buffer((len(clips), *clips[0].shape), clips[0]))
     return torch.stack(clips)
 
 
