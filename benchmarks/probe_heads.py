@@ -65,11 +65,13 @@ from unisurg.evaluation.probe import MultiProbe, ProbeSpec  # noqa: E402
 from unisurg.models import build_encoder  # noqa: E402
 
 
-def _step_fn(probe, opt, x_fn, y):
-    """One probe training step; ``x_fn()`` yields the tokens (cached, or a frozen forward)."""
+def _step_fn(probe, opt, x_fn, y, bf16: bool = False):
+    """One probe training step; ``x_fn()`` yields the tokens (cached, or a frozen forward); with ``bf16`` the
+    forward runs under bf16 autocast and the loss, backward and update outside it (as ``train_probes``)."""
     def step():
-        out = probe(x_fn())
-        loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(out.shape[0]), reduction="none")
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = probe(x_fn())
+        loss = torch.nn.functional.cross_entropy(out.float().flatten(0, 1), y.repeat(out.shape[0]), reduction="none")
         opt.zero_grad()
         loss.view(out.shape[0], -1).mean(1).sum().backward()
         opt.step()
@@ -236,12 +238,11 @@ def main() -> None:
 
     def timed(spec, n_probes_each: list[int], x_fn):
         mods = [MultiProbe(spec, n).to(dev) for n in n_probes_each]
-        fns = [_step_fn(m, BatchedAdamW(m, [1e-3] * m.n_probes, [0.05] * m.n_probes), x_fn, y) for m in mods]
+        fns = [_step_fn(m, BatchedAdamW(m, [1e-3] * m.n_probes, [0.05] * m.n_probes), x_fn, y, a.bf16) for m in mods]
 
         def step():
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
-                for f in fns:
-                    f()
+            for f in fns:
+                f()
         return _time(step, a.steps, a.warmup, dev)
 
     # cached tokens
@@ -255,12 +256,7 @@ def main() -> None:
             raise SystemExit("--vjepa2-path: the official probe has no input projection; leave --width unset")
         def ours_step_fn(bf16: bool):
             mp = MultiProbe(spec, a.probes).to(dev)
-            ours = _step_fn(mp, BatchedAdamW(mp, [1e-3] * a.probes, [0.05] * a.probes), lambda: x, y)
-
-            def step():
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    ours()
-            return step
+            return _step_fn(mp, BatchedAdamW(mp, [1e-3] * a.probes, [0.05] * a.probes), lambda: x, y, bf16)
         fns = {"ours": ours_step_fn(a.bf16), "official": official_loop_step(a, x, y, dev, a.bf16)}
         cpu_bf16 = a.cpu_bf16 and dev.type == "cpu" and not a.bf16
         if cpu_bf16:  # the same two steps under CPU bf16 autocast (ours: train.amp_cpu=true)

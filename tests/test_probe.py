@@ -340,3 +340,30 @@ def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = attention(q, k, v)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
+def test_probes_in_groups_equal_one_pass_outputs_and_gradients():
+    """Large activations run in groups of probes (``probes_per_chunk``): same outputs and gradients as one pass."""
+    torch.manual_seed(0)
+    P, B, N, D, K = 5, 2, 6, 8, 3
+    for width in (8, 12):  # without and with the input projection
+        spec = ProbeSpec("attentive", D, K, width, depth=3, heads=2)
+        a, b = MultiProbe(spec, P, seed=1).double(), MultiProbe(spec, P, seed=1).double()
+        b.chunk = 2  # groups of 2, 2, 1
+        assert a.probes_per_chunk(torch.zeros(B, N, D)) == P and b.probes_per_chunk(torch.zeros(B, N, D)) == 2
+        x = torch.randn(B, N, D, dtype=torch.float64)
+        y = torch.randint(0, K, (B,))
+        outs = []
+        for m in (a, b):
+            out = m(x)
+            F.cross_entropy(out.flatten(0, 1), y.repeat(P)).backward()
+            outs.append(out)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+        for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+            torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-12, atol=1e-12, msg=n)
+    # the automatic rule: groups whose MLP activation fits CHUNK_BYTES
+    from unisurg.evaluation import probe as probe_module
+    m = MultiProbe(ProbeSpec("attentive", 256, 7, 256, depth=4, heads=16), 20)
+    per_probe = 4 * 1024 * 1024 * 4  # B x N x hidden x fp32 bytes
+    assert m.probes_per_chunk(torch.empty(4, 1024, 256, device="meta")) == probe_module.CHUNK_BYTES // per_probe
+    assert m.probes_per_chunk(torch.empty(4, 64, 256, device="meta")) == 20
