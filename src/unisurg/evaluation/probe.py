@@ -168,10 +168,13 @@ class MultiProbe(_Stacked):
             depth_rescale_(self.cross, len(self.blocks) + 1)
 
     def probes_per_chunk(self, tokens: torch.Tensor) -> int:
-        """How many probes run through one pass: all of them while an MLP activation of the group stays under
-        :data:`CHUNK_BYTES`, else groups that fit (``chunk`` set on the module overrides; 0 = this rule)."""
+        """How many probes run through one pass: on CPU, all of them while an MLP activation of the group stays
+        under :data:`CHUNK_BYTES`, else groups that fit; on accelerators all (``chunk`` set on the module
+        overrides; 0 = this rule)."""
         if self.chunk:
             return min(self.chunk, self.n_probes)
+        if tokens.device.type not in ("cpu", "meta"):
+            return self.n_probes
         B, N = (tokens.shape[-3], tokens.shape[-2]) if tokens.dim() >= 3 else (tokens.shape[0], 1)
         hidden = int(self.spec.width * self.spec.mlp_ratio)
         per_probe = B * N * hidden * 4  # fp32 bytes of one probe's MLP hidden activation
