@@ -296,9 +296,10 @@ class _ContentIndex:
     """
 
     def __init__(self, rows, root: Path):
+        self.root = root
         self.by_size: dict[int, list[VideoRecord]] = {}
         for r in rows:
-            if r.status == "ok" and r.sha256 and r.size_bytes and r.pack and (root / r.pack).exists():
+            if r.status == "ok" and r.sha256 and r.size_bytes and r.pack:
                 self.by_size.setdefault(r.size_bytes, []).append(r)
 
     def find(self, source: Path) -> str | None:
@@ -307,7 +308,8 @@ class _ContentIndex:
             digest = _sha256(source) if rows else None
         except OSError:
             return None  # unreadable: ingest reports it
-        return next((r.id for r in rows or () if r.sha256 == digest), None)
+        # the twin's pack is checked only on a match: no stat per stored video on every run
+        return next((r.id for r in rows or () if r.sha256 == digest and (self.root / r.pack).exists()), None)
 
 
 def _ingest_readonly(items: list[IngestItem], root: Path, params: IngestParams, force: bool) -> IngestSummary:
