@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import sys
+import threading
 from pathlib import Path
 
 import av
@@ -16,6 +20,27 @@ torch.set_num_threads(1)
 torch.multiprocessing.set_start_method("forkserver", force=True)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# No test takes minutes; one that hangs (a deadlocked worker, a rank that never joins) ends the run with every
+# thread's stack on stderr instead of holding CI until its time limit.
+TEST_WATCHDOG_S = float(os.environ.get("UNISURG_TEST_WATCHDOG_S", "900"))
+
+
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    def fire():
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(in_=False)  # the stacks go to the real stderr, not a capture file
+        sys.stderr.write(f"\n{request.node.nodeid} still running after {TEST_WATCHDOG_S:.0f} s; every thread:\n")
+        sys.stderr.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(70)
+
+    timer = threading.Timer(TEST_WATCHDOG_S, fire)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 # tiny random backbones for the benchmark tests
 BB_A = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
 BB_B = "random:tiny@1?embed_dim=32&depth=1&num_heads=2"

@@ -37,7 +37,6 @@ def _one_probe_flops(suite, tokens: int, dim: int, heads: int, batch: int) -> fl
     return suite.count_flops(lambda: m(x).sum().backward())[0]
 
 
-@pytest.mark.skipif(not hasattr(torch.multiprocessing, "start_processes"), reason="needs torch.multiprocessing")
 def test_gpu_suite_dry_run(tmp_path):
     suite = _load_suite()
     out = tmp_path / "suite.json"

@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -267,9 +268,8 @@ def probe_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | None,
 
 # -- 4. DDP --------------------------------------------------------------------------------------------
 
-def _ddp_worker(rank: int, sz: Sizes, port: int, result: str, dry: bool) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+def ddp_rank(rank: int, sz: Sizes, result: str, dry: bool) -> None:
+    """One rank of the DDP part, in its own fresh process (``--ddp-rank``; the parent set the rendezvous env)."""
     if dry:
         torch.set_num_threads(1)
     info = init_distributed("cpu" if dry else "cuda")
@@ -291,14 +291,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ddp_part(sz: Sizes, dry: bool, one_gpu_clips_per_s: float | None) -> dict:
+def run_ranks(argv: list[str], world: int, timeout_s: float) -> None:
+    """Start ``world`` fresh interpreters of this script as the ranks of one job and wait for all of them.
+
+    Fresh processes, not forks: a fork of a process with other threads (a test runner's, a progress
+    bar's) can inherit a held lock and hang for ever. A rank that fails or outlives ``timeout_s``
+    stops every rank, and the error carries the ranks' output.
+    """
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv, "--ddp-rank", str(rank)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + timeout_s
+    outputs, failed = [], None
+    for rank, p in enumerate(procs):
+        try:
+            outputs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+        except subprocess.TimeoutExpired:
+            failed = failed or f"rank {rank} still running after {timeout_s:.0f} s"
+            for q in procs:
+                q.kill()
+            outputs.append(p.communicate()[0])
+            continue
+        if p.returncode != 0:
+            failed = failed or f"rank {rank} exited with {p.returncode}"
+            for q in procs:
+                q.kill()
+    if failed:
+        tails = "\n".join(f"--- rank {r} ---\n{o[-1500:]}" for r, o in enumerate(outputs))
+        raise RuntimeError(f"DDP part: {failed}\n{tails}")
+
+
+def ddp_part(sz: Sizes, dry: bool, one_gpu_clips_per_s: float | None, timeout_s: float) -> dict:
     if not dry and torch.cuda.device_count() < 2:
         return {"skipped": f"{torch.cuda.device_count()} GPU(s): DDP needs 2"}
     with tempfile.TemporaryDirectory() as tmp:
         result = str(Path(tmp) / "ddp.json")
-        # fork on the CPU dry run (no re-import: seconds, not tens of seconds); CUDA needs spawn
-        torch.multiprocessing.start_processes(_ddp_worker, args=(sz, free_port(), result, dry), nprocs=2, join=True,
-                                              start_method="fork" if dry else "spawn")
+        run_ranks(["--ddp-result", result, "--batch", str(sz.batch)] + (["--dry-run"] if dry else []), 2, timeout_s)
         r = json.loads(Path(result).read_text())
     clips = 2 * sz.batch / r["step_s"]
     return {**r, "step_s": round(r["step_s"], 4), "clips_per_s_total": round(clips, 2),
@@ -315,10 +347,15 @@ def main(argv: list[str] | None = None) -> dict:
                     choices=["pretrain", "loader", "probes", "ddp"])
     ap.add_argument("--batch", type=int, default=None, help="clips per GPU in the pretraining step (default 32)")
     ap.add_argument("--budget-s", type=float, default=540.0, help="skip what starts after this many seconds")
+    ap.add_argument("--ddp-rank", type=int, default=None, help=argparse.SUPPRESS)  # a rank started by the ddp part
+    ap.add_argument("--ddp-result", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     sz = DRY if a.dry_run else GPU
     if a.batch:
         sz = Sizes(**{**sz.__dict__, "batch": a.batch})
+    if a.ddp_rank is not None:
+        ddp_rank(a.ddp_rank, sz, a.ddp_result, a.dry_run)
+        return {}
     if a.dry_run:
         torch.set_num_threads(1)
         dev = torch.device("cpu")
@@ -343,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = {"pretrain": lambda: pretrain_part(sz, dev, peak, nominal_peak(dev), a.dry_run, deadline),
              "loader": lambda: loader_part(sz, best, deadline),
              "probes": lambda: probe_part(sz, dev, peak, nominal_peak(dev)),
-             "ddp": lambda: ddp_part(sz, a.dry_run, plain)}
+             "ddp": lambda: ddp_part(sz, a.dry_run, plain, max(60.0, deadline - time.perf_counter()))}
     plain = None
     for part in ("pretrain", "loader", "probes", "ddp"):
         if part not in a.parts:
