@@ -41,7 +41,7 @@ from unisurg.evaluation.probe_layers import (
 
 
 # a group of probes runs in one pass while one MLP activation of the group is at most this (fp32 bytes)
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -184,10 +184,10 @@ class MultiProbe(_Stacked):
         """``tokens``: probe-shared ``[B, N, D]`` (pooled ``[B, D]``, or per-probe ``[P, B, N, D]``) -> ``[P, B, out]``.
 
         Large activations run in groups of probes (:meth:`probes_per_chunk`): each group's tensors then stay
-        in the CPU's caches, where one pass over all 20 probes at 1024 tokens was bound by memory traffic in
-        its element-wise layers (20 probes, 4 x 1024 tokens of width 256, one thread: 0.85x the time of one
-        pass in fp32 in groups of 4, 0.92x in bf16 in groups of 5). The probes are independent, so the result
-        is the same.
+        in the CPU's caches, where one pass over all 20 probes was bound by memory traffic in its element-wise
+        layers (20 probes, batch 4, width 256, one thread, fp32: at 1024 tokens groups of 4 take 0.85x the time
+        of one pass; at 256 tokens groups of 8 take 0.88x the time of groups of 16, and groups of 2-8 are level
+        at both sizes). The probes are independent, so the result is the same.
         """
         c = self.probes_per_chunk(tokens) if not whole else self.n_probes
         if c < self.n_probes:
