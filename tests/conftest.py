@@ -41,6 +41,8 @@ def _watchdog(request):
     timer.start()
     yield
     timer.cancel()
+
+
 # tiny random backbones for the benchmark tests
 BB_A = "random:tiny@0?embed_dim=32&depth=1&num_heads=2"
 BB_B = "random:tiny@1?embed_dim=32&depth=1&num_heads=2"

@@ -309,15 +309,15 @@ def run_ranks(argv: list[str], world: int, timeout_s: float) -> None:
     outputs, failed = [], None
     for rank, p in enumerate(procs):
         try:
-            outputs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+            out = p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+            if p.returncode != 0:
+                failed = failed or f"rank {rank} exited with {p.returncode}"
         except subprocess.TimeoutExpired:
             failed = failed or f"rank {rank} still running after {timeout_s:.0f} s"
-            for q in procs:
-                q.kill()
-            outputs.append(p.communicate()[0])
-            continue
-        if p.returncode != 0:
-            failed = failed or f"rank {rank} exited with {p.returncode}"
+            p.kill()
+            out = p.communicate()[0]
+        outputs.append(out)
+        if failed:  # the others would wait for this rank for ever
             for q in procs:
                 q.kill()
     if failed:
