@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -54,6 +55,16 @@ def bench_cli(*argv: str) -> int:
 
     a = build_parser().parse_args(list(argv))
     return a.func(a)
+
+
+def torchrun(*argv: str, timeout: float = 500) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGV`` (one thread per rank); a failure shows the tails
+    of both streams, and a rank that dies on a signal prints its Python stack (faulthandler)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
+    return done
 
 
 def synth_store(root: Path, n_videos: int = 2, seconds: float = 8.0, seed: int = 0) -> Path:

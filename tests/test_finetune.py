@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import bench_cli as cli
-from conftest import write_video
+from conftest import torchrun, write_video
 from registry_examples import BACKBONE_EXAMPLES
 from safetensors.torch import load_file
 from test_bench_tasks import _t50
@@ -202,12 +202,7 @@ def test_single_process_run_reports_like_the_benchmark_and_exports_a_model(synth
 
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "unisurg.evaluation.finetune_command", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+    return torchrun("-m", "unisurg.evaluation.finetune_command", *args)
 
 
 def _max_diff(a: Path, b: Path, name: str = "model.safetensors") -> float:

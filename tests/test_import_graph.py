@@ -17,7 +17,7 @@ import unisurg
 PACKAGE = Path(unisurg.__file__).resolve().parent
 # Lowest first. A module may import its own layer's modules and those of lower layers only.
 LAYERS = [
-    {"_version", "atomic_files", "typed_config", "strict_yaml", "device"},
+    {"_version", "atomic_files", "typed_config", "strict_yaml", "device", "rank_exit"},
     {"data"},
     {"synth"},
     {"models"},

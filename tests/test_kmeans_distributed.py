@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import torchrun
 from test_curate_cli import planted  # noqa: F401  (fixture: 500 planted clip embeddings in a store)
 
 from unisurg.curate.command import main as curate_main
@@ -30,6 +29,7 @@ from unisurg.curate.hierarchy import (
 )
 from unisurg.curate.kmeans import kmeans
 from unisurg.curate.row_shards import LocalRows, RankShards, local_positions, rank_slice
+from unisurg.rank_exit import hold_process_group, leave_rank
 
 torch.set_num_threads(1)
 
@@ -51,6 +51,7 @@ def _worker(rank: int, world: int, port: int, x: np.ndarray, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    hold_process_group()
     try:
         place = RankShards()
         mine = x[rank_slice(len(x), rank, world)]
@@ -66,6 +67,7 @@ def _worker(rank: int, world: int, port: int, x: np.ndarray, out: str) -> None:
             h.save(os.path.join(out, "hier.npz"))
     finally:
         dist.destroy_process_group()
+    leave_rank(0)  # as a torchrun rank ends (unisurg.rank_exit): no teardown race with gloo's threads
 
 
 def _free_port() -> int:
@@ -115,10 +117,7 @@ def test_curate_cluster_under_torchrun_writes_the_one_process_selection(planted,
     args = ["curate", "cluster", str(store), "--embeddings", str(idx.folder), "--levels", "20,5", "--target", "100",
             "--coarse", "4,0", "--resample-steps", "1,0", "--seed", "3", "--iters", "8"]
     assert curate_main(args + ["--out", str(tmp_path / "one.json")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unisurg.cli",
-                           *args, "--out", str(tmp_path / "two.json")], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = torchrun("-m", "unisurg.cli", *args, "--out", str(tmp_path / "two.json"), timeout=300)
     assert done.stdout.count("subset selection of 100") == 1  # rank 0 reports, rank 1 stays quiet
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     for doc in (one, two):

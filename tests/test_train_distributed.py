@@ -13,16 +13,14 @@ Tolerance: 1e-5 absolute on every parameter of encoder, EMA target and predictor
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import synth_store, torchrun
 from safetensors.torch import load_file
 
 from unisurg.train import load_pretrain_config, read_jsonl, train
-from conftest import synth_store
 
 TOL = 1e-5
 
@@ -34,12 +32,7 @@ def _overrides(store: Path, out: Path) -> list[str]:
 
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "unisurg.train.command", "--config", "tiny", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+    return torchrun("-m", "unisurg.train.command", "--config", "tiny", *args, timeout=400)
 
 
 def _max_diff(a: Path, b: Path) -> float:

@@ -54,6 +54,7 @@ from unisurg.data.clips import ClipDataset, make_loader, stack_clips  # noqa: E4
 from unisurg.models.vit import token_grid  # noqa: E402
 from unisurg.train.pretrain_config import load_pretrain_config  # noqa: E402
 from unisurg.train.data import clip_spec  # noqa: E402
+from unisurg.rank_exit import leave_rank  # noqa: E402
 from unisurg.train.distributed import DistInfo, init_distributed, shutdown, unwrap  # noqa: E402
 from unisurg.train.mask_collator import SampleMaskCollator, build_mask_generators  # noqa: E402
 from unisurg.train.optim import StepHyperparams, build_optimizer  # noqa: E402
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         sz = Sizes(**{**sz.__dict__, "batch": a.batch})
     if a.ddp_rank is not None:
         ddp_rank(a.ddp_rank, sz, a.ddp_result, a.dry_run)
-        return {}
+        leave_rank(0)  # not interpreter teardown: a gloo thread may still be releasing the last collective
     if a.dry_run:
         torch.set_num_threads(1)
         dev = torch.device("cpu")

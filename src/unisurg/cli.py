@@ -30,6 +30,7 @@ from unisurg.data.store import StoreError
 from unisurg.evaluation.command import add_parser as add_bench_commands
 from unisurg.evaluation.finetune_command import add_parser as add_finetune_command
 from unisurg.models.strict_load import CheckpointError
+from unisurg.rank_exit import ends_rank
 from unisurg.synth.generate import generate_dataset
 from unisurg.train.command import add_parser as add_pretrain_command
 from unisurg.typed_config import ConfigError
@@ -184,6 +185,7 @@ def _version() -> str:
     return f"unisurg {__version__}"
 
 
+@ends_rank
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 

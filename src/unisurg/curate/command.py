@@ -42,6 +42,7 @@ from unisurg.data.ray_engine import (
     ray_options_from,
 )
 from unisurg.data.store import StoreError
+from unisurg.rank_exit import ends_rank
 
 
 def _positive_int(text: str) -> int:
@@ -239,6 +240,7 @@ def add_parser(subparsers) -> None:
         add(sub)
 
 
+@ends_rank
 def main(argv: list[str] | None = None) -> int:
     """``python -m unisurg.curate.command ...`` (the same as ``unisurg curate ...``)."""
     parser = argparse.ArgumentParser(prog="unisurg")

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from unisurg.device import resolve_device
+from unisurg.rank_exit import hold_process_group
 
 
 class LocalRows:
@@ -120,6 +121,7 @@ def join_torchrun(device: str | None, setting: str = "--device") -> tuple[RowPla
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=60))
+    hold_process_group()  # see unisurg.rank_exit
     return RankShards(), dev
 
 

@@ -23,6 +23,7 @@ from unisurg.evaluation.finetune import finetune
 from unisurg.evaluation.finetune_config import load_finetune_config
 from unisurg.evaluation.runner import BenchError
 from unisurg.models.strict_load import CheckpointError
+from unisurg.rank_exit import ends_rank
 from unisurg.typed_config import ConfigError, to_dict
 
 DESCRIPTION = """Fine-tune a whole backbone of the registry with a task head on a benchmark dataset: layer-wise LR
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_rank
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m unisurg.evaluation.finetune_command``, e.g. under torchrun)."""
     parser = argparse.ArgumentParser(prog="unisurg finetune", description=DESCRIPTION)

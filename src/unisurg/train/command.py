@@ -15,6 +15,7 @@ from unisurg.curate.corpus_files import CurationError
 from unisurg.curate.leakage_check import LeakageError
 from unisurg.data.store import StoreError
 from unisurg.models.strict_load import CheckpointError
+from unisurg.rank_exit import ends_rank
 from unisurg.train.divergence import TrainingDiverged
 from unisurg.train.pretrain_config import load_pretrain_config
 from unisurg.train.trainer import print_config, train
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_rank
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m unisurg.train.command``, e.g. under torchrun)."""
     parser = argparse.ArgumentParser(prog="unisurg pretrain", description=DESCRIPTION)

@@ -19,6 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from unisurg.device import resolve_device
+from unisurg.rank_exit import hold_process_group
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def init_distributed(device_preference: str = "auto", timeout_s: float = 1800.0)
             kw["device_id"] = device
         dist.init_process_group(**kw)
         initialised_here = True
+    hold_process_group()  # its last owner must not be a model freed on this thread (unisurg.rank_exit)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, initialised_here)
 
 
