@@ -91,7 +91,7 @@ def test_in_process_call_without_torchrun_keeps_the_return_value(monkeypatch):
 
 
 HOLD = textwrap.dedent("""
-    import sys, tempfile
+    import sys, tempfile, time
     from pathlib import Path
     import torch.distributed as dist
     from unisurg.rank_exit import hold_process_group
@@ -103,6 +103,9 @@ HOLD = textwrap.dedent("""
     if sys.argv[1] == "hold":
         hold_process_group()
     group = dist.group.WORLD  # as a DDP reducer or an FSDP mesh refers to it
+    deadline = time.monotonic() + 60
+    while not gloo_threads() and time.monotonic() < deadline:  # the workers name themselves once started
+        time.sleep(0.01)
     before = gloo_threads()
     dist.destroy_process_group()
     del group  # the last owner, freed on this (GIL-holding) thread: destroys the backend, joins its threads
