@@ -62,19 +62,19 @@ def exit_status(code) -> int:
     return 1
 
 
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed or replaced by the caller
+            pass
+
+
 def leave_rank(status: int) -> None:
     """End this rank now with ``status``: flush, run the exit handlers, skip finalisation (module doc)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
+    _flush_output()
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
+    _flush_output()  # what the handlers printed
     os._exit(status)
 
 
