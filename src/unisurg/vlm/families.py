@@ -102,7 +102,13 @@ def _image_only_processor_class(cls):
 
     class ImageOnly(cls):
         @classmethod
-        def _get_arguments_from_pretrained(klass, path, processor_dict=None, **kwargs):
+        def _resolve_subprocessors(klass, path, processor_dict, **kwargs):
+            # transformers >= 5.25 builds the sub-processors here and skips one passed in
+            kwargs.setdefault("video_processor", NoVideoProcessor())
+            return super()._resolve_subprocessors(path, processor_dict, **kwargs)
+
+        @classmethod
+        def _get_arguments_from_pretrained(klass, path, processor_dict=None, **kwargs):  # transformers < 5.25
             kwargs.pop("subfolder", None)
             args = []
             for attr in klass.get_attributes():
