@@ -71,3 +71,33 @@ def test_gpu_suite_dry_run(tmp_path):
 
     ddp = parts["ddp"]
     assert ddp["backend"] == "gloo" and ddp["world"] == 2 and ddp["clips_per_s_total"] > 0
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_gpu_suite_keeps_finished_variants_when_a_later_one_dies(tmp_path, monkeypatch, failure):
+    """A run killed (or failing) in the third pretraining variant still has the first two in its JSON file."""
+    suite = _load_suite()
+    real, calls = suite.timed, []
+
+    def timed(fn, warmup, steps, dev):
+        calls.append(1)
+        if len(calls) == 3:
+            raise failure("stopped in the third variant")
+        return real(fn, warmup, steps, dev)
+
+    monkeypatch.setattr(suite, "timed", timed)
+    out = tmp_path / "suite.json"
+    argv = ["--dry-run", "--out", str(out), "--parts", "pretrain"]
+    if failure is KeyboardInterrupt:
+        with pytest.raises(KeyboardInterrupt):
+            suite.main(argv)
+    else:
+        suite.main(argv)
+    part = json.loads(out.read_text())["parts"]["pretrain"]
+    assert [v["variant"] for v in part["variants"]] == ["act_checkpoint=False,compile=False",
+                                                        "act_checkpoint=True,compile=False"]
+    assert all(v["step_s"] > 0 for v in part["variants"])
+    if failure is KeyboardInterrupt:
+        assert part["unfinished"] is True and "error" not in part
+    else:
+        assert "unfinished" not in part and "stopped in the third variant" in part["error"]

@@ -3,8 +3,9 @@
     python benchmarks/gpu/suite.py --out gpu_suite.json            # on a GPU machine, < 10 minutes
     python benchmarks/gpu/suite.py --dry-run --out /tmp/dry.json   # CPU, tiny sizes, seconds (CI)
 
-Parts (each writes its block into the JSON file as soon as it finishes, so a run cut short keeps
-what it measured; ``--budget-s`` skips what would not fit):
+Parts (each writes its block into the JSON file as soon as it finishes, and the pretraining part
+after each variant, marked ``"unfinished": true`` until the part ends, so a run cut short keeps what
+it measured; ``--budget-s`` skips what would not start in time):
 
 1. ``pretrain``: one UniSurg stage-1 training step (``vitl-stage1``: ViT-L/16, T=16, 224 px, tube
    masks, predictor 384 x 12, bf16 autocast, fused AdamW, EMA), built by the trainer's own
@@ -164,12 +165,15 @@ def pretrain_step_fn(cfg, info: DistInfo, batch: int, compile_backend: str | Non
 
 
 def pretrain_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | None, dry: bool,
-                  deadline: float) -> dict:
+                  deadline: float, keep=lambda block: None) -> dict:
+    """The four variants; ``keep(block)`` gets the block after each, so a run killed mid-part keeps those done."""
     rows, flops = [], None
+    block = {"config": sz.config, "overrides": list(sz.overrides), "variants": rows}
     backend = "eager" if dry else "inductor"
     for compiled in (False, True):
         for ac in (False, True):
             name = f"act_checkpoint={ac},compile={compiled}"
+            keep(block)
             if time.perf_counter() > deadline:
                 rows.append({"variant": name, "skipped": "time budget"})
                 continue
@@ -188,7 +192,7 @@ def pretrain_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | No
                          "gflop_per_step": round(flops / 1e9, 6), "achieved_tflop_per_s": round(flops / sec / 1e12, 4),
                          "mfu_vs_measured_matmul": mfu(flops, sec, peak), "mfu_vs_nominal": mfu(flops, sec, nominal)})
             del step, models  # free this variant's weights and optimizer state before the next one
-    return {"config": sz.config, "overrides": list(sz.overrides), "variants": rows}
+    return block
 
 
 # -- 2. loader -----------------------------------------------------------------------------------------
@@ -377,8 +381,16 @@ def main(argv: list[str] | None = None) -> dict:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=1))
 
+    def keep(part: str):
+        """Write a part's block as it grows, marked unfinished: a run killed inside the part keeps what it measured."""
+        def put(block: dict) -> None:
+            report["parts"][part] = {**block, "unfinished": True}
+            save()
+        return put
+
     best = None
-    steps = {"pretrain": lambda: pretrain_part(sz, dev, peak, nominal_peak(dev), a.dry_run, deadline),
+    steps = {"pretrain": lambda: pretrain_part(sz, dev, peak, nominal_peak(dev), a.dry_run, deadline,
+                                               keep("pretrain")),
              "loader": lambda: loader_part(sz, best, deadline),
              "probes": lambda: probe_part(sz, dev, peak, nominal_peak(dev)),
              "ddp": lambda: ddp_part(sz, a.dry_run, plain, max(60.0, deadline - time.perf_counter()))}
@@ -392,8 +404,10 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         try:
             report["parts"][part] = steps[part]()
-        except Exception as e:  # one failing part must not lose the others' numbers
-            report["parts"][part] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        except Exception as e:  # one failing part must lose neither the others' numbers nor its own so far
+            done = {k: v for k, v in report["parts"].get(part, {}).items() if k != "unfinished"}
+            report["parts"][part] = {**done, "error": f"{type(e).__name__}: {e}",
+                                     "traceback": traceback.format_exc()[-3000:]}
         report["parts"][part]["seconds"] = round(time.perf_counter() - t0, 1)
         if part == "pretrain":
             ok = [r for r in report["parts"][part].get("variants", []) if "clips_per_s" in r]
