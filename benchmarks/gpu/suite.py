@@ -166,7 +166,7 @@ def pretrain_step_fn(cfg, info: DistInfo, batch: int, compile_backend: str | Non
 
 def pretrain_part(sz: Sizes, dev: torch.device, peak: float, nominal: float | None, dry: bool,
                   deadline: float, keep=lambda block: None) -> dict:
-    """The four variants; ``keep(block)`` gets the block after each, so a run killed mid-part keeps those done."""
+    """The four variants; before each, ``keep(block)`` gets the rows so far, so a run killed mid-part keeps them."""
     rows, flops = [], None
     block = {"config": sz.config, "overrides": list(sz.overrides), "variants": rows}
     backend = "eager" if dry else "inductor"
