@@ -196,6 +196,50 @@ def test_batched_probes_equal_independent_probes_outputs_and_gradients(width):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=f"{name} probe {p}")
 
 
+def test_first_block_folds_its_norm_into_qkv_and_skips_the_input_gradient():
+    """``MultiLinear.after_affine`` equals the plain ``Linear(scale * xn + shift)`` in float64 (outputs and the
+    gradients of scale, shift, weight and bias), and on a frozen input its forward + backward costs exactly the
+    forward product plus one weight-gradient product (plus the [P, in] x [in, out] fold), not three products."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unisurg.evaluation.probe_layers import MultiLinear
+
+    torch.manual_seed(0)
+    P, M, d_in, d_out = 3, 10, 6, 9
+    lin = MultiLinear(P, d_in, d_out).double()
+    with torch.no_grad():
+        lin.weight.normal_()
+        lin.bias.normal_()
+    scale = torch.randn(P, d_in, dtype=torch.float64, requires_grad=True)
+    shift = torch.randn(P, d_in, dtype=torch.float64, requires_grad=True)
+    xn = torch.randn(2, M // 2, d_in, dtype=torch.float64)
+    g = torch.randn(P, 2, M // 2, d_out, dtype=torch.float64)
+
+    got = lin.after_affine(xn, scale, shift)
+    grads = torch.autograd.grad((got * g).sum(), [scale, shift, lin.weight, lin.bias])
+    want, want_grads = [], []
+    for p in range(P):
+        ref = nn.Linear(d_in, d_out).double()
+        _lin(ref, lin.weight[p].detach(), lin.bias[p].detach())
+        sc, sh = scale[p].detach().requires_grad_(), shift[p].detach().requires_grad_()
+        out = ref(xn * sc + sh)
+        gp = torch.autograd.grad((out * g[p]).sum(), [sc, sh, ref.weight, ref.bias])
+        want.append(out)
+        want_grads.append((gp[0], gp[1], gp[2].T, gp[3]))
+    torch.testing.assert_close(got, torch.stack(want), rtol=1e-12, atol=1e-12)
+    for i, name in enumerate(("scale", "shift", "weight", "bias")):
+        torch.testing.assert_close(grads[i], torch.stack([w[i] for w in want_grads]), rtol=1e-12, atol=1e-12,
+                                   msg=name)
+
+    with FlopCounterMode(display=False) as fc:
+        lin.after_affine(xn, scale, shift).sum().backward()
+    one_product = 2 * P * M * d_in * d_out
+    assert fc.get_total_flops() == 2 * one_product + 3 * (2 * P * d_in * d_out)
+    with FlopCounterMode(display=False) as fc:  # the plain path on the same input pays the input gradient too
+        lin(xn.unsqueeze(0) * scale[:, None, None] + shift[:, None, None]).sum().backward()
+    assert fc.get_total_flops() == 3 * one_product
+
+
 def test_dense_decoder_equals_naive_patch_loop():
     torch.manual_seed(0)
     s, C, (T, Hp, Wp), D = 3, 2, (2, 2, 3), 6
@@ -320,7 +364,7 @@ def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64()
     assert not _autocast(torch.device("cpu"), tc)._enabled  # off by default: CPU results stay fp32
     tc.amp_cpu = True
     seen = []
-    hook = multi.blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    hook = multi.blocks[0].attn.proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     with _autocast(torch.device("cpu"), tc):
         out = multi(x)
     hook.remove()

@@ -62,6 +62,26 @@ class MultiLinear(nn.Module):
             y = torch.baddbmm(self.bias.to(x2.dtype)[:, None, :], x2, w)
         return y.view(*shape[:-1], self.d_out)
 
+    def after_affine(self, xn: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``self(scale[p] * xn + shift[p])`` for a probe-shared ``xn`` ``[..., in]`` -> ``[P, ..., out]``.
+
+        The affine step is folded into the weights (``xn @ (scale[:, None] * W) + (shift @ W + b)``), so every
+        probe multiplies the one shared ``xn`` and the backward needs no gradient with respect to it: a
+        frozen input (the first block's tokens) then costs one weight-gradient product, not two products.
+        """
+        shape = xn.shape
+        w = self.weight
+        b = self.bias[:, None, :] if self.bias is not None else w.new_zeros(w.shape[0], 1, w.shape[-1])
+        w_fold = scale[:, :, None] * w
+        b_fold = torch.baddbmm(b, shift[:, None, :], w)  # [P, 1, out]
+        x2 = xn.reshape(1, -1, shape[-1])
+        dev = xn.device.type
+        if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+            x2 = x2.to(torch.get_autocast_dtype(dev))  # cast the one shared copy, not the P-fold expanded view
+        x2 = x2.expand(w.shape[0], *x2.shape[1:])  # stride 0 over probes: no copy
+        y = torch.baddbmm(b_fold.to(x2.dtype), x2, w_fold.to(x2.dtype))
+        return y.view(w.shape[0], *shape[:-1], self.d_out)
+
     def extra_repr(self) -> str:
         return f"n_probes={self.n_probes}, in={self.d_in}, out={self.d_out}, bias={self.bias is not None}"
 
@@ -70,7 +90,8 @@ class MultiLayerNorm(nn.Module):
     """``P`` LayerNorms: a shared normalisation then each probe's own scale and shift.
 
     Accepts ``[P, ..., D]`` or a probe-shared ``[...,  D]`` input (normalised once, then broadcast
-    to ``[P, ..., D]`` by the affine step, which is where the first block of every probe starts).
+    to ``[P, ..., D]`` by the affine step). The first self-attention block does not call it: it folds
+    the affine step into its qkv weights instead (:meth:`MultiLinear.after_affine`).
     """
 
     def __init__(self, n_probes: int, dim: int, eps: float = 1e-6):
@@ -142,9 +163,12 @@ class MultiSelfAttention(nn.Module):
         self.qkv = MultiLinear(n_probes, dim, 3 * dim, bias=qkv_bias)
         self.proj = MultiLinear(n_probes, dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        P, B, N, W = x.shape
-        q, k, v = self.qkv(x).split(W, dim=-1)
+    def forward(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x``: ``[P, B, N, W]``; or, with ``affine = (scale, shift)`` (a LayerNorm's ``[P, W]`` weight and
+        bias), the probe-shared normalised ``[B, N, W]``, whose affine step is folded into the qkv projection."""
+        qkv = self.qkv(x) if affine is None else self.qkv.after_affine(x, *affine)
+        P, W = qkv.shape[0], qkv.shape[-1] // 3
+        q, k, v = qkv.split(W, dim=-1)
         out = attention(_heads(q, self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads))
         return self.proj(_merge_heads(out, P))
 
@@ -180,7 +204,11 @@ class MultiCrossAttention(nn.Module):
 class MultiBlock(nn.Module):
     """``P`` pre-norm transformer blocks: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
 
-    ``shared=True``: ``x`` is the probe-shared ``[B, N, W]`` input of the first block.
+    ``shared=True``: ``x`` is the probe-shared ``[B, N, W]`` input of the first block, normalised once for
+    all probes, each probe's ``norm1`` scale and shift folded into its qkv weights: the projection of the
+    frozen tokens then needs no input gradient (at 20 probes x 4 x 256 tokens x width 256, one thread, the
+    first block's forward + backward took 0.92x the time in fp32 and 0.97x in bf16 autocast; 1024 tokens:
+    0.93x, 0.97x).
     """
 
     def __init__(self, n_probes: int, dim: int, n_heads: int, mlp_hidden: int, eps: float = 1e-6):
@@ -191,7 +219,11 @@ class MultiBlock(nn.Module):
         self.mlp = MultiMLP(n_probes, dim, mlp_hidden)
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        x = (x.unsqueeze(0) if shared else x) + self.attn(self.norm1(x, shared=shared))
+        if shared:  # one normalisation for all probes; each probe's norm1 affine folded into its qkv weights
+            xn = F.layer_norm(x, (x.shape[-1],), eps=self.norm1.eps)
+            x = x.unsqueeze(0) + self.attn(xn, affine=(self.norm1.weight, self.norm1.bias))
+        else:
+            x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
