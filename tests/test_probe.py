@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from unisurg.evaluation.task_losses import class_balanced_weights, multi_bce, multi_cross_entropy, multi_regression
 from unisurg.evaluation.probe_optim import BatchedAdamW, cosine_factor
@@ -348,6 +349,22 @@ def test_probes_learn_a_separable_toy_task():
     assert acc[1] < acc[0]  # a tiny lr barely moves: the per-probe lr is applied
 
 
+class _KernelDtypes(TorchDispatchMode):
+    """Records each matmul / attention kernel's name, operand shapes and operand dtypes as it runs
+    (below autocast, so after its casts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if "bmm" in name or "scaled_dot_product" in name:
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            self.seen.append((name, [tuple(t.shape) for t in tensors], [t.dtype for t in tensors]))
+        return func(*args, **(kwargs or {}))
+
+
 def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64():
     """``train.amp_cpu``: under CPU bf16 autocast the stacked linears run in bf16, the attention in fp32
     (``probe_layers.attention``), and outputs / gradients stay within bf16 rounding of the float64 reference."""
@@ -363,12 +380,15 @@ def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64()
     tc = BenchConfig().train
     assert not _autocast(torch.device("cpu"), tc)._enabled  # off by default: CPU results stay fp32
     tc.amp_cpu = True
-    seen = []
-    hook = multi.blocks[0].attn.proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with _autocast(torch.device("cpu"), tc):
+    with _autocast(torch.device("cpu"), tc), _KernelDtypes() as kernels:
         out = multi(x)
-    hook.remove()
-    assert seen == [torch.bfloat16]
+    matmuls = [(shape, dtypes) for name, shape, dtypes in kernels.seen if "bmm" in name]
+    assert len(matmuls) >= 4 * len(multi.blocks) and all(set(d) == {torch.bfloat16} for _, d in matmuls)
+    # both self-attention blocks' qkv products over all B * N tokens, the first folded with its norm (after_affine)
+    qkv = [d for shapes, d in matmuls if shapes[-2][-2] == B * N and shapes[-1][-1] == 3 * D]
+    assert len(qkv) == len(multi.blocks) == 2
+    sdpa = [dtypes for name, _, dtypes in kernels.seen if "scaled_dot_product" in name]
+    assert len(sdpa) == len(multi.blocks) and all(set(d) == {torch.float32} for d in sdpa)
     F.cross_entropy(out.float().flatten(0, 1), y.repeat(P)).backward()
     ref = MultiProbe(multi.spec, P, seed=2).double()
     ref.load_state_dict(multi.state_dict())

@@ -100,8 +100,12 @@ class MultiLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_probes, dim))
         self.bias = nn.Parameter(torch.zeros(n_probes, dim))
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The probe-independent half: zero mean, unit variance over the last dimension."""
+        return F.layer_norm(x, (self.dim,), eps=self.eps)
+
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        xn = F.layer_norm(x, (self.dim,), eps=self.eps)
+        xn = self.normalise(x)
         lead = x.dim() - 1 if shared else x.dim() - 2  # dims between P and D
         view = (self.weight.shape[0],) + (1,) * lead + (self.dim,)
         w = self.weight.to(xn.dtype).view(view)
@@ -220,8 +224,7 @@ class MultiBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         if shared:  # one normalisation for all probes; each probe's norm1 affine folded into its qkv weights
-            xn = F.layer_norm(x, (x.shape[-1],), eps=self.norm1.eps)
-            x = x.unsqueeze(0) + self.attn(xn, affine=(self.norm1.weight, self.norm1.bias))
+            x = x.unsqueeze(0) + self.attn(self.norm1.normalise(x), affine=(self.norm1.weight, self.norm1.bias))
         else:
             x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
