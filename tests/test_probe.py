@@ -382,7 +382,7 @@ def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64()
     tc.amp_cpu = True
     with _autocast(torch.device("cpu"), tc), _KernelDtypes() as kernels:
         out = multi(x)
-    matmuls = [(shape, dtypes) for name, shape, dtypes in kernels.seen if "bmm" in name]
+    matmuls = [(shapes, dtypes) for name, shapes, dtypes in kernels.seen if "bmm" in name]
     assert len(matmuls) >= 4 * len(multi.blocks) and all(set(d) == {torch.bfloat16} for _, d in matmuls)
     # both self-attention blocks' qkv products over all B * N tokens, the first folded with its norm (after_affine)
     qkv = [d for shapes, d in matmuls if shapes[-2][-2] == B * N and shapes[-1][-1] == 3 * D]
