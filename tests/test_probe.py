@@ -385,8 +385,7 @@ def test_cpu_bf16_autocast_runs_the_matmuls_in_bf16_and_stays_close_to_float64()
     matmuls = [(shapes, dtypes) for name, shapes, dtypes in kernels.seen if "bmm" in name]
     assert len(matmuls) >= 4 * len(multi.blocks) and all(set(d) == {torch.bfloat16} for _, d in matmuls)
     # both self-attention blocks' qkv products over all B * N tokens, the first folded with its norm (after_affine)
-    qkv = [d for shapes, d in matmuls if shapes[-2][-2] == B * N and shapes[-1][-1] == 3 * D]
-    assert len(qkv) == len(multi.blocks) == 2
+    assert sum(shapes[-2][-2] == B * N and shapes[-1][-1] == 3 * D for shapes, _ in matmuls) == len(multi.blocks) == 2
     sdpa = [dtypes for name, _, dtypes in kernels.seen if "scaled_dot_product" in name]
     assert len(sdpa) == len(multi.blocks) and all(set(d) == {torch.float32} for d in sdpa)
     F.cross_entropy(out.float().flatten(0, 1), y.repeat(P)).backward()
